@@ -1,0 +1,29 @@
+"""The one table from engine error kinds to transport status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from sidecar.errors import Kind
+
+GRPC_CODES: dict[Kind, grpc.StatusCode] = {
+    Kind.VALIDATION: grpc.StatusCode.INVALID_ARGUMENT,
+    Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Kind.CANCELLED: grpc.StatusCode.CANCELLED,
+    Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Kind.NOT_SERVED: grpc.StatusCode.UNIMPLEMENTED,
+    Kind.BACKEND: grpc.StatusCode.INTERNAL,
+}
+
+HTTP_CODES: dict[Kind, int] = {
+    Kind.VALIDATION: 422,
+    Kind.TOO_LARGE: 413,
+    Kind.OVERLOADED: 429,
+    Kind.DEADLINE: 504,
+    Kind.CANCELLED: 499,
+    Kind.UNAVAILABLE: 503,
+    Kind.NOT_SERVED: 501,
+    Kind.BACKEND: 500,
+}

@@ -1,0 +1,106 @@
+"""`rerank-sidecar`: serve, and make tiny checkpoints for tests and offline runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from sidecar.settings import Settings
+
+# Help text per Settings field: what it does and its trade-off.
+FLAG_HELP = {
+    "model": "reranker checkpoint: hub id (e.g. Qwen/Qwen3-VL-Reranker-2B) or local directory",
+    "embedding_model": "embedding checkpoint: hub id (e.g. Qwen/Qwen3-VL-Embedding-2B) or local directory",
+    "host": "address to bind; keep 127.0.0.1 unless a network policy protects the port",
+    "port": "gRPC port (0 picks a free one and logs it)",
+    "device": "torch device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...",
+    "dtype": "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16",
+    "attn_implementation": "attention kernel: sdpa (default), eager, or flash_attention_2 if installed",
+    "max_batch_tokens": "padded tokens per forward micro-batch; larger is faster on a GPU and uses more memory",
+    "max_batch_rows": "pairs per forward micro-batch",
+    "max_documents": "documents per request; more is INVALID_ARGUMENT",
+    "max_queued_pairs": "pairs waiting for the model; beyond this requests fail fast with RESOURCE_EXHAUSTED",
+    "prefix_reuse": "compute the shared system+instruction+query prefix once per request (--no-prefix-reuse to compare)",
+    "preprocess_workers": "threads that fetch/decode media and tokenise while the model computes",
+    "media_root": "directory under which local media paths may be read; unset disables local paths",
+    "allow_private_urls": "allow media URLs on loopback/private/link-local addresses (off: SSRF protection)",
+    "fetch_connect_timeout_s": "media URL connect timeout, seconds",
+    "fetch_read_timeout_s": "media URL read timeout, seconds",
+    "max_media_bytes": "largest image file accepted, bytes",
+    "max_media_redirects": "redirects followed per media URL",
+    "max_image_pixels": "largest decoded image, pixels (decompression-bomb guard)",
+    "max_message_bytes": "largest gRPC request, bytes; larger is RESOURCE_EXHAUSTED",
+    "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for field in dataclasses.fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        help_text = f"{FLAG_HELP[field.name]} (default: {default})"
+        if field.type in ("bool", bool):
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
+        elif "Path" in str(field.type):
+            parser.add_argument(flag, dest=field.name, type=Path, default=default, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(field.type), str)
+            parser.add_argument(flag, dest=field.name, type=kind, default=default, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rerank-sidecar", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    _add_settings_flags(serve)
+
+    tiny = commands.add_parser("make-tiny-model", help="write a random Qwen3-VL checkpoint (no hub access)")
+    tiny.add_argument("directory", type=Path)
+    tiny.add_argument(
+        "--shape",
+        default="tiny",
+        choices=["tiny", "mini", "2b"],
+        help="tiny: tests; mini: CPU benchmarks; 2b: the real 2B shape (default: tiny)",
+    )
+    tiny.add_argument(
+        "--kind",
+        default="reranker",
+        choices=["reranker", "embedding"],
+        help="which model family the checkpoint stands in for (same architecture)",
+    )
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="write config and processor only; the loader initialises random weights",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.command == "serve":
+        from sidecar.server import serve
+
+        values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+        asyncio.run(serve(Settings(**values)))
+    elif args.command == "make-tiny-model":
+        from sidecar.models.tiny import make_tiny_model
+
+        path = make_tiny_model(args.directory, shape=args.shape, seed=args.seed, save_weights=not args.no_weights)
+        print(f"wrote a random {args.shape} Qwen3-VL {args.kind} checkpoint to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Model backends on torch + transformers. Importing this package loads torch."""

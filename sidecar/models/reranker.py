@@ -1,0 +1,244 @@
+"""Qwen3-VL-Reranker on transformers: prepares pairs, reuses the query prefix, scores micro-batches.
+
+Score = sigmoid(w . h) where h is the final hidden state at a pair's last token and
+w = lm_head[yes] - lm_head[no], exactly as the official reference computes it.
+
+Query-prefix reuse: all pairs of a request share "system + instruction + query". The longest common
+token prefix of the request's pairs is forwarded once; each pair's remaining tokens attend to its
+cached keys and values. Positions, truncation and visual features are those of the full sequence,
+so scores equal the full computation up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from sidecar.media import MediaResolver
+from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache, rope_index
+from sidecar.models.visuals import (
+    IMAGE,
+    VIDEO,
+    ProcessedItem,
+    Visual,
+    VisualProcessor,
+    expand_placeholders,
+    stack_visuals,
+)
+from sidecar.prompts import (
+    RERANK_MAX_LENGTH,
+    rerank_document_suffix,
+    rerank_query_prefix,
+    side_content,
+    truncate_rerank_pair,
+)
+from sidecar.types import RerankInput
+
+
+@dataclass
+class Prefix:
+    """The shared start of a request's pairs; `kv` is filled by the model thread."""
+
+    ids: list[int]
+    positions: torch.Tensor  # (3, P)
+    visuals: list[Visual]
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class PairRow:
+    """One query-document pair, as the tokens left after its request's prefix."""
+
+    doc_index: int
+    ids: list[int]
+    positions: torch.Tensor  # (3, S)
+    visuals: list[Visual]
+    prefix: Prefix
+    total_tokens: int
+    owner: object = None  # scheduler bookkeeping
+
+
+@dataclass
+class PreparedRerank:
+    prefix: Prefix
+    rows: list[PairRow]
+    images: int = 0
+    video_frames: int = 0
+    stats: dict = field(default_factory=dict)
+
+
+class RerankerModel:
+    """A loaded reranker checkpoint. `prepare` runs on any thread; `forward_*` only on the model thread."""
+
+    kind = "reranker"
+
+    def __init__(self, name: str, model, processor, max_length: int = RERANK_MAX_LENGTH) -> None:
+        self.name = name
+        self.base = model.model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.visual_processor = VisualProcessor(processor)
+        self.max_length = max_length
+        vocab = self.tokenizer.get_vocab()
+        weight = model.lm_head.weight.data
+        self.score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).float()
+        self.special_ids = set(self.tokenizer.all_special_ids)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        config = model.config
+        self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
+        self.hidden_size = config.text_config.hidden_size
+        self._cache_kwarg = cache_kwarg_name(self.base)
+
+    # ---- preparation (CPU) -------------------------------------------------------------------
+
+    def prepare(self, request: RerankInput, resolver: MediaResolver, reuse_prefix: bool = True) -> PreparedRerank:
+        """Resolve media, build and tokenize every pair, split off the shared prefix."""
+        vp = self.visual_processor
+        query = vp.item(request.query, "query", resolver)
+        docs = [vp.item(doc, f"documents[{i}]", resolver) for i, doc in enumerate(request.documents)]
+        head = rerank_query_prefix(request.instruction, side_content(query.text, query.n_images, query.n_videos))
+        texts = [
+            expand_placeholders(
+                head + rerank_document_suffix(side_content(d.text, d.n_images, d.n_videos)), query.visuals + d.visuals
+            )
+            for d in docs
+        ]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        sequences = [truncate_rerank_pair(ids, self.max_length, self.special_ids) for ids in encoded]
+        n_query_pads = sum(_pad_count(v) for v in query.visuals)
+        shared = self._shared_length(sequences, n_query_pads) if reuse_prefix and len(sequences) > 1 else 0
+        prefix = self._make_prefix(sequences[0][:shared] if shared else [], query.visuals if shared else [])
+        rows = [self._make_row(i, seq, prefix, query, d) for i, (seq, d) in enumerate(zip(sequences, docs))]
+        frames = sum(v.frames for item in [query, *docs] for v in item.visuals)
+        return PreparedRerank(prefix, rows, images=resolver.decoded, video_frames=frames)
+
+    def _shared_length(self, sequences: list[list[int]], n_query_pads: int) -> int:
+        """Longest common prefix, stopping before any document visual token and the last token."""
+        first = sequences[0]
+        limit = min(len(s) for s in sequences) - 1
+        length = 0
+        while length < limit and all(s[length] == first[length] for s in sequences):
+            length += 1
+        pads_seen = 0
+        for index in range(length):
+            if first[index] in (self.image_token_id, self.video_token_id):
+                pads_seen += 1
+                if pads_seen > n_query_pads:
+                    return index
+        return length
+
+    def _make_prefix(self, ids: list[int], visuals: list[Visual]) -> Prefix:
+        return Prefix(ids, self._positions(ids, visuals), visuals)
+
+    def _make_row(
+        self, index: int, seq: list[int], prefix: Prefix, query: ProcessedItem, doc: ProcessedItem
+    ) -> PairRow:
+        p = len(prefix)
+        suffix = seq[p:]
+        if p and not doc.visuals:
+            start = int(prefix.positions[0, -1]) + 1
+            positions = torch.arange(start, start + len(suffix)).expand(3, -1)
+        else:
+            positions = self._positions(seq, query.visuals + doc.visuals)[:, p:]
+        visuals = doc.visuals if p else query.visuals + doc.visuals
+        return PairRow(index, suffix, positions, visuals, prefix, len(seq))
+
+    def _positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
+        """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
+        if not ids:
+            return torch.zeros(3, 0, dtype=torch.long)
+        if not visuals:
+            return torch.arange(len(ids)).expand(3, -1)
+        input_ids = torch.tensor([ids])
+        mm_types = torch.zeros_like(input_ids)
+        mm_types[input_ids == self.image_token_id] = IMAGE
+        mm_types[input_ids == self.video_token_id] = VIDEO
+        grids = stack_visuals(visuals)
+        return rope_index(self.base, input_ids, mm_types, grids.get("image_grid_thw"), grids.get("video_grid_thw"))[
+            :, 0
+        ]
+
+    # ---- model thread ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def forward_prefix(self, prefix: Prefix) -> None:
+        """Compute and keep the prefix's keys and values."""
+        if not prefix.ids or prefix.kv is not None:
+            return
+        from transformers import DynamicCache
+
+        inputs = {k: self._to_device(v) for k, v in stack_visuals(prefix.visuals).items()}
+        out = self.base(
+            input_ids=self._to_device(torch.tensor([prefix.ids])),
+            position_ids=self._to_device(prefix.positions[:, None, :]),
+            use_cache=True,
+            **{self._cache_kwarg: DynamicCache()},
+            **inputs,
+        )
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        prefix.kv = [(k, v) for k, v in cache_layers(cache)]
+
+    @torch.inference_mode()
+    def forward_rows(self, rows: list[PairRow]) -> torch.Tensor:
+        """Logits (logit_yes - logit_no) for rows, possibly of different requests, in one forward."""
+        lengths = [len(r.ids) for r in rows]
+        width = max(lengths)
+        batch = len(rows)
+        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((3, batch, width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : lengths[b]] = torch.tensor(row.ids)
+            positions[:, b, : lengths[b]] = row.positions
+        prefix_lengths = [len(r.prefix) for r in rows]
+        p_max = max(prefix_lengths)
+        kwargs = {k: self._to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
+        if p_max:
+            kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max)
+            kwargs["use_cache"] = True
+        if len(set(prefix_lengths)) > 1 or len(set(lengths)) > 1:
+            mask = torch.zeros((batch, p_max + width), dtype=torch.long)
+            for b, (p, s) in enumerate(zip(prefix_lengths, lengths)):
+                mask[b, p_max - p : p_max + s] = 1
+            kwargs["attention_mask"] = self._to_device(mask)
+        out = self.base(input_ids=self._to_device(ids), position_ids=self._to_device(positions), **kwargs)
+        last = self._to_device(torch.tensor(lengths) - 1)
+        hidden = out.last_hidden_state[torch.arange(batch, device=self.device), last]
+        return (hidden.float() @ self.score_vector).cpu()
+
+    def _batched_cache(self, rows: list[PairRow], p_max: int):
+        """One cache for the batch: each row's prefix, left-padded to the longest."""
+        prefixes = [r.prefix for r in rows]
+        if all(p is prefixes[0] for p in prefixes):
+            return new_cache(
+                [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefixes[0].kv]
+            )
+        template = next(p.kv for p in prefixes if len(p))
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            keys = [_left_pad(p.kv[layer][0] if len(p) else None, p_max, k0) for p in prefixes]
+            values = [_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in prefixes]
+            layers.append((torch.cat(keys), torch.cat(values)))
+        return new_cache(layers)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+
+def _pad_count(visual: Visual) -> int:
+    return visual.placeholder.count("<|image_pad|>") + visual.placeholder.count("<|video_pad|>")
+
+
+def _left_pad(tensor: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, heads, P, dim) -> (1, heads, length, dim), zeros on the left; None gives all zeros."""
+    padded = like.new_zeros((1, like.shape[1], length, like.shape[3]))
+    if tensor is not None:
+        padded[:, :, length - tensor.shape[2] :] = tensor
+    return padded

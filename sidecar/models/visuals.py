@@ -1,0 +1,140 @@
+"""Item -> model inputs: decoded media through the Qwen3-VL image/video processors, and prompt expansion.
+
+Shared by the reranker and the embedder. A `Visual` is one processed image or video with the
+number of placeholder tokens it occupies; `expand_placeholders` turns a prompt's compact
+placeholders into those tokens, as the Qwen3-VL processor does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sidecar.errors import SidecarError, invalid
+from sidecar.media import MediaResolver, VideoFrames, prepare_video_frames, resize_image
+from sidecar.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from sidecar.types import ItemInput
+
+IMAGE, VIDEO = 1, 2  # mm_token_type_ids values
+RESERVED_MARKERS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+@dataclass
+class Visual:
+    """One processed image or video."""
+
+    kind: int  # IMAGE or VIDEO
+    pixel_values: torch.Tensor
+    grid_thw: torch.Tensor  # (3,)
+    placeholder: str  # what replaces the compact placeholder in the prompt
+    frames: int = 0
+
+
+@dataclass
+class ProcessedItem:
+    """An item's text and its visuals in prompt order (videos first, then images)."""
+
+    text: str
+    visuals: list[Visual]
+
+    @property
+    def n_videos(self) -> int:
+        return sum(v.kind == VIDEO for v in self.visuals)
+
+    @property
+    def n_images(self) -> int:
+        return sum(v.kind == IMAGE for v in self.visuals)
+
+
+class VisualProcessor:
+    """Runs the checkpoint's image and video processors on resolved media."""
+
+    def __init__(self, processor) -> None:
+        self.image_processor = processor.image_processor
+        self.video_processor = processor.video_processor
+        self.merge = self.image_processor.merge_size**2
+        self.temporal_patch = self.video_processor.temporal_patch_size
+
+    def image(self, image) -> Visual:
+        out = self.image_processor(images=[resize_image(image)], do_resize=False, return_tensors="pt")
+        grid = out["image_grid_thw"][0]
+        n = int(grid.prod()) // self.merge
+        placeholder = "<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>"
+        return Visual(IMAGE, out["pixel_values"], grid, placeholder)
+
+    def video(self, video: VideoFrames) -> Visual:
+        from transformers.video_utils import VideoMetadata
+
+        n_frames = video.frames.shape[0]
+        metadata = VideoMetadata(total_num_frames=n_frames, fps=video.fps, frames_indices=video.frame_indices)
+        out = self.video_processor(
+            videos=[video.frames],
+            video_metadata=[metadata],
+            do_resize=False,
+            do_sample_frames=False,
+            return_tensors="pt",
+        )
+        grid = out["video_grid_thw"][0]
+        per_frame = int(grid[1] * grid[2]) // self.merge
+        stamps = [i / video.fps for i in video.frame_indices]
+        step = self.temporal_patch
+        placeholder = ""
+        for t in range(int(grid[0])):
+            group = stamps[t * step : (t + 1) * step]
+            seconds = (group[0] + group[-1]) / 2
+            placeholder += f"<{seconds:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_frame + "<|vision_end|>"
+        return Visual(VIDEO, out["pixel_values_videos"], grid, placeholder, frames=n_frames)
+
+    def item(self, item: ItemInput, where: str, resolver: MediaResolver) -> ProcessedItem:
+        """Resolve and process every part of `item`; errors name `where` and the part."""
+        if any(marker in item.text for marker in RESERVED_MARKERS):
+            raise invalid(f"{where}.text contains a reserved vision token")
+        visuals: list[Visual] = []
+        for v, video in enumerate(item.videos):
+            label = f"{where}.videos[{v}]"
+            if not video.frames:
+                raise invalid(f"{label}: video files by uri are not supported; send the video as frames")
+            images = [resolver.image(frame, f"{label}.frames[{f}]") for f, frame in enumerate(video.frames)]
+            try:
+                visuals.append(self.video(prepare_video_frames(images)))
+            except SidecarError:
+                raise
+            except ValueError as exc:
+                raise invalid(f"{label}: {exc}") from None
+        for i, ref in enumerate(item.images):
+            label = f"{where}.images[{i}]"
+            image = resolver.image(ref, label)
+            try:
+                visuals.append(self.image(image))
+            except ValueError as exc:
+                raise invalid(f"{label}: {exc}") from None
+        return ProcessedItem(item.text, visuals)
+
+
+def expand_placeholders(prompt: str, visuals: list[Visual]) -> str:
+    """Replace each compact placeholder, in order, with its visual's full token run."""
+    pieces: list[str] = []
+    rest = prompt
+    for visual in visuals:
+        marker = IMAGE_PLACEHOLDER if visual.kind == IMAGE else VIDEO_PLACEHOLDER
+        head, found, rest = rest.partition(marker)
+        if not found:
+            raise AssertionError("prompt has fewer placeholders than visuals")
+        pieces += [head, visual.placeholder]
+    pieces.append(rest)
+    return "".join(pieces)
+
+
+def stack_visuals(visuals: list[Visual]) -> dict[str, torch.Tensor]:
+    """Model keyword arguments (pixel values and grids) for visuals in sequence order."""
+    kwargs: dict[str, torch.Tensor] = {}
+    for kind, values_key, grid_key in (
+        (IMAGE, "pixel_values", "image_grid_thw"),
+        (VIDEO, "pixel_values_videos", "video_grid_thw"),
+    ):
+        chosen = [v for v in visuals if v.kind == kind]
+        if chosen:
+            kwargs[values_key] = torch.cat([v.pixel_values for v in chosen])
+            kwargs[grid_key] = torch.stack([v.grid_thw for v in chosen])
+    return kwargs

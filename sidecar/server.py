@@ -1,0 +1,106 @@
+"""Process lifecycle: bind, load models in the background, warm up, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from grpc_health.v1 import health_pb2
+
+from sidecar._proto.rerank.v1 import reranker_pb2 as pb
+from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
+from sidecar.settings import Settings
+
+log = logging.getLogger("sidecar")
+
+
+class Runtime:
+    """What the API faces share: settings, and the engine once the models are loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = None
+
+    def ready_engine(self):
+        if self.engine is None:
+            raise not_ready()
+        return self.engine
+
+    def model_info(self) -> pb.ModelInfo:
+        info = pb.ModelInfo(
+            max_documents=self.settings.max_documents,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            max_message_bytes=self.settings.max_message_bytes,
+            prefix_reuse=self.settings.prefix_reuse,
+        )
+        reranker = self.engine.reranker if self.engine else None
+        if reranker is not None:
+            info.model = reranker.name
+            info.models.append(
+                pb.LoadedModel(
+                    name=reranker.name,
+                    kind="reranker",
+                    dimension=reranker.hidden_size,
+                    max_length=reranker.max_length,
+                    dtype=str(reranker.dtype).removeprefix("torch."),
+                    device=str(reranker.device),
+                )
+            )
+        return info
+
+
+def load_engine(settings: Settings):
+    """Load the configured models (slow: imports torch, reads weights) and warm them up."""
+    from sidecar.models.loading import load_pretrained, resolve_device, resolve_dtype
+    from sidecar.models.reranker import RerankerModel
+    from sidecar.scheduler import Engine
+
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    reranker = None
+    if settings.model:
+        start = time.perf_counter()
+        log.info("loading reranker %s on %s (%s)", settings.model, device, dtype)
+        model, processor = load_pretrained(settings.model, device, dtype, settings.attn_implementation)
+        reranker = RerankerModel(settings.model, model, processor)
+        log.info("reranker loaded in %.1fs", time.perf_counter() - start)
+    return Engine(settings, reranker)
+
+
+async def warm_up(engine) -> None:
+    """One tiny request through the whole path, so the first user request is not the slow one."""
+    from sidecar.types import ItemInput, RerankInput
+
+    if engine.reranker is not None:
+        await engine.rerank(RerankInput(ItemInput(text="warm-up"), (ItemInput(text="warm-up"),)))
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish, and exit."""
+    if not settings.model and not settings.embedding_model:
+        raise SystemExit("nothing to serve: pass --model and/or --embedding-model")
+    runtime = Runtime(settings)
+    server, health, port = await start_grpc_server(runtime, settings.host, settings.port)
+    log.info("gRPC listening on %s:%d (health NOT_SERVING until the model is loaded)", settings.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    load = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if load in done:
+        runtime.engine = load.result()
+        await warm_up(runtime.engine)
+        for service in ("", SERVICE_NAME):
+            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("ready: serving on %s:%d", settings.host, port)
+        await waiter
+    log.info("shutting down: draining in-flight requests (up to %.0fs)", settings.drain_seconds)
+    await health.enter_graceful_shutdown()
+    await server.stop(grace=settings.drain_seconds)
+    if runtime.engine is not None:
+        runtime.engine.close()
+    log.info("stopped")

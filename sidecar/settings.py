@@ -1,0 +1,34 @@
+"""All server settings in one typed, frozen object. The CLI fills it; everything else reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Server configuration. Every field has a CLI flag of the same name (dashes for underscores)."""
+
+    model: str | None = None  # reranker checkpoint: hub id or local directory
+    embedding_model: str | None = None  # embedding checkpoint: hub id or local directory
+    host: str = "127.0.0.1"
+    port: int = 50051
+    device: str = "auto"  # "auto" = first CUDA device if any, else CPU
+    dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU
+    attn_implementation: str = "sdpa"
+    max_batch_tokens: int = 16384  # padded tokens per forward micro-batch: larger = faster on GPU, more memory
+    max_batch_rows: int = 256  # pairs per micro-batch
+    max_documents: int = 1000  # documents per Rerank (inputs per Embed) request
+    max_queued_pairs: int = 8192  # pairs admitted but not yet scored; beyond -> RESOURCE_EXHAUSTED
+    prefix_reuse: bool = True  # compute the shared query prefix once per request
+    preprocess_workers: int = 2  # threads for media decoding and tokenisation
+    media_root: Path | None = None  # local media paths are allowed only under this directory
+    allow_private_urls: bool = False  # allow http(s) media URLs on loopback/private/link-local addresses
+    fetch_connect_timeout_s: float = 3.0
+    fetch_read_timeout_s: float = 10.0
+    max_media_bytes: int = 20 * 1024 * 1024  # per image or video frame
+    max_media_redirects: int = 3
+    max_image_pixels: int = 64_000_000  # decoded pixels per image: decompression-bomb guard
+    max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request
+    drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish

@@ -1,0 +1,58 @@
+"""Transport-neutral request objects: what the API layers hand to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    """An image as encoded bytes or as a reference (data: URI, http(s) URL, or media-root path)."""
+
+    data: bytes | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """A video as frames, or as a file reference sampled at `fps`."""
+
+    frames: tuple[MediaRef, ...] = ()
+    uri: str | None = None
+    fps: float = 0.0
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    """A query, document or embedding input: any mix of text, images and videos."""
+
+    text: str = ""
+    images: tuple[MediaRef, ...] = ()
+    videos: tuple[VideoRef, ...] = ()
+    id: str = ""
+
+    def is_empty(self) -> bool:
+        return not self.text and not self.images and not self.videos
+
+
+@dataclass(frozen=True)
+class RerankInput:
+    """One rerank request, already checked for shape by the API layer."""
+
+    query: ItemInput
+    documents: tuple[ItemInput, ...]
+    instruction: str = ""
+
+
+@dataclass
+class Timings:
+    """Per-request usage, filled as the request moves through the engine."""
+
+    queue_ms: float = 0.0
+    preprocessing_ms: float = 0.0
+    inference_ms: float = 0.0
+    input_tokens: int = 0
+    computed_tokens: int = 0
+    images: int = 0
+    video_frames: int = 0
+    extra: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,120 @@
+"""An independent reranker computation that follows the official Qwen3-VL-Reranker reference.
+
+Conversation built as the reference builds it, rendered by the checkpoint's chat template,
+media processed by `qwen-vl-utils` (the reference's own preprocessing library), tokens expanded
+by the checkpoint's processor, truncated by the reference rule, then ONE un-batched forward of the
+full model (lm_head included): logit = logits[yes] - logits[no] at the last position.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+SYSTEM = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
+    'Note that the answer can only be "yes" or "no".'
+)
+INSTRUCTION = "Given a search query, retrieve relevant candidates that answer the query."
+FACTOR = 32
+
+
+def side(prefix: str, text=None, images=(), frames=()) -> list[dict]:
+    content = [{"type": "text", "text": prefix}]
+    if not text and not images and not frames:
+        return content + [{"type": "text", "text": "NULL"}]
+    if frames:
+        frames = list(frames)
+        if len(frames) > 64:
+            import numpy as np
+
+            frames = [frames[i] for i in np.linspace(0, len(frames) - 1, 64, dtype=int)]
+        content.append({"type": "video", "video": frames, "total_pixels": 10 * 768 * FACTOR * FACTOR})
+    for image in images:
+        content.append(
+            {"type": "image", "image": image, "min_pixels": 4 * FACTOR * FACTOR, "max_pixels": 1800 * FACTOR * FACTOR}
+        )
+    if text:
+        content.append({"type": "text", "text": text})
+    return content
+
+
+def conversation(query: dict, document: dict, instruction: str | None = None) -> list[dict]:
+    user = [{"type": "text", "text": "<Instruct>: " + (instruction or INSTRUCTION)}]
+    user += side("<Query>:", **query) + side("\n<Document>:", **document)
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]}, {"role": "user", "content": user}]
+
+
+def truncate(ids: list[int], max_length: int, special: set[int]) -> list[int]:
+    if len(ids) <= max_length:
+        return ids
+    keep = max_length - sum(t in special for t in ids)
+    out = []
+    for t in ids:
+        if t in special:
+            out.append(t)
+        elif keep > 0:
+            out.append(t)
+            keep -= 1
+    return out
+
+
+def _collapse_video_wrappers(text: str) -> str:
+    """transformers 5.x keeps the template's outer <|vision_start|>..<|vision_end|> around an
+    expanded video; transformers 4.57 (the reference's version, and the checkpoints' training
+    format) replaces them. Undo the 5.x wrapper so both give the reference token sequence."""
+    pattern = re.compile(
+        r"<\|vision_start\|>((?:<[\d.]+ seconds><\|vision_start\|>(?:<\|video_pad\|>)+<\|vision_end\|>)+)<\|vision_end\|>"
+    )
+    return pattern.sub(r"\1", text)
+
+
+def reference_inputs(processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240):
+    from qwen_vl_utils import process_vision_info
+
+    conv = conversation(query, document, instruction)
+    text = processor.apply_chat_template([conv], tokenize=False, add_generation_prompt=True)
+    images, videos, video_kwargs = process_vision_info(
+        [conv], image_patch_size=16, return_video_kwargs=True, return_video_metadata=True
+    )
+    metadata = None
+    if videos is not None:
+        videos, metadata = (list(x) for x in zip(*videos))
+    inputs = processor(
+        text=text,
+        images=images,
+        videos=videos,
+        video_metadata=metadata,
+        truncation=False,
+        padding=False,
+        do_resize=False,
+        return_tensors="pt",
+        **video_kwargs,
+    )
+    expanded = processor.tokenizer.decode(inputs["input_ids"][0])
+    fixed = _collapse_video_wrappers(expanded)
+    ids = (
+        processor.tokenizer(fixed, add_special_tokens=False)["input_ids"]
+        if fixed != expanded
+        else inputs["input_ids"][0].tolist()
+    )
+    ids = truncate(ids[:-5], max_length, set(processor.tokenizer.all_special_ids)) + ids[-5:]
+    inputs["input_ids"] = torch.tensor([ids])
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    image_id, video_id = processor.image_token_id, processor.video_token_id
+    types = torch.zeros_like(inputs["input_ids"])
+    types[inputs["input_ids"] == image_id] = 1
+    types[inputs["input_ids"] == video_id] = 2
+    inputs["mm_token_type_ids"] = types
+    return inputs
+
+
+@torch.no_grad()
+def reference_logit(
+    model, processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240
+) -> float:
+    inputs = reference_inputs(processor, query, document, instruction, max_length)
+    logits = model(**inputs).logits[0, -1]
+    vocab = processor.tokenizer.get_vocab()
+    return float(logits[vocab["yes"]] - logits[vocab["no"]])
