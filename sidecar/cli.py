@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "make-tiny-model":
         from sidecar.models.tiny import make_tiny_model
 
-        path = make_tiny_model(args.directory, shape=args.shape, seed=args.seed, save_weights=not args.no_weights)
+        path = make_tiny_model(
+            args.directory, shape=args.shape, seed=args.seed, save_weights=not args.no_weights, kind=args.kind
+        )
         print(f"wrote a random {args.shape} Qwen3-VL {args.kind} checkpoint to {path}")
 
 

@@ -1,9 +1,9 @@
 """The engine: one model thread fed by one queue, shared by every API face.
 
 Requests are prepared (media, tokenisation) on a small thread pool, off the event loop and in
-parallel with model compute, then admitted as jobs. The model thread computes each job's query
-prefix once and forms micro-batches of pairs across all waiting jobs: rows sorted by length (less
-padding), the oldest job first, under a token budget. Admission is bounded: past
+parallel with model compute, then admitted as jobs. The model thread computes each rerank job's
+query prefix once and forms micro-batches of rows (pairs, or embedding inputs) across all waiting
+jobs of the oldest job's kind: rows sorted by length (less padding), under a token budget. Admission is bounded: past
 `max_queued_pairs` a request fails fast as OVERLOADED. A job whose deadline passed or whose caller
 went away is dropped before its next micro-batch, so it stops consuming compute.
 """
@@ -23,9 +23,10 @@ import torch
 
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
-from sidecar.models.reranker import PairRow, PreparedRerank, RerankerModel
+from sidecar.models.embedder import EmbedderModel, PreparedEmbed
+from sidecar.models.reranker import PreparedRerank, RerankerModel
 from sidecar.settings import Settings
-from sidecar.types import RerankInput, Timings
+from sidecar.types import ItemInput, RerankInput, Timings
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,17 @@ class RerankOutcome:
 
 
 @dataclass
+class EmbedOutcome:
+    """L2-normalised vectors (N, hidden) in input order, and what the request cost."""
+
+    vectors: torch.Tensor
+    timings: Timings
+
+
+@dataclass
 class _Job:
-    prepared: PreparedRerank
+    kind: str  # "reranker" or "embedding"
+    prepared: PreparedRerank | PreparedEmbed
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     deadline: float | None
@@ -48,11 +58,11 @@ class _Job:
     order: int
     enqueued: float = field(default_factory=time.perf_counter)
     started: float | None = None
-    logits: list[float | None] = field(default_factory=list)
+    outputs: list = field(default_factory=list)
     pending: set[int] = field(default_factory=set)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def finish(self, result: RerankOutcome | None = None, error: SidecarError | None = None) -> None:
+    def finish(self, result: _Job | None = None, error: SidecarError | None = None) -> None:
         def settle() -> None:
             if self.future.done():
                 return
@@ -67,9 +77,13 @@ class _Job:
 class Engine:
     """Owns the models, the preprocessing pool and the model thread."""
 
-    def __init__(self, settings: Settings, reranker: RerankerModel | None = None) -> None:
+    def __init__(
+        self, settings: Settings, reranker: RerankerModel | None = None, embedder: EmbedderModel | None = None
+    ) -> None:
         self.settings = settings
         self.reranker = reranker
+        self.embedder = embedder
+        self.models = {"reranker": reranker, "embedding": embedder}
         self.policy = MediaPolicy(
             media_root=settings.media_root,
             allow_private_urls=settings.allow_private_urls,
@@ -95,34 +109,61 @@ class Engine:
         """Score every document of `request`; `deadline` is a time.monotonic() instant."""
         if self.reranker is None:
             raise SidecarError(Kind.NOT_SERVED, "this server has no reranker model loaded (start it with --model)")
+        if not request.documents:
+            return RerankOutcome([], Timings())
+        resolver = MediaResolver(self.policy)
+        job = await self._submit(
+            "reranker",
+            len(request.documents),
+            deadline,
+            lambda: self.reranker.prepare(request, resolver, reuse_prefix=self.settings.prefix_reuse),
+        )
+        return RerankOutcome(job.outputs, job.timings)
+
+    async def embed(self, inputs: tuple[ItemInput, ...], instruction: str = "", deadline: float | None = None):
+        """Embed each input; returns an EmbedOutcome with vectors in input order."""
+        if self.embedder is None:
+            raise SidecarError(
+                Kind.NOT_SERVED, "this server has no embedding model loaded (start it with --embedding-model)"
+            )
+        if not inputs:
+            return EmbedOutcome(torch.zeros(0, self.embedder.hidden_size), Timings())
+        resolver = MediaResolver(self.policy)
+        job = await self._submit(
+            "embedding", len(inputs), deadline, lambda: self.embedder.prepare(inputs, instruction, resolver)
+        )
+        return EmbedOutcome(torch.stack(job.outputs), job.timings)
+
+    async def _submit(self, kind: str, rows: int, deadline: float | None, prepare) -> _Job:
+        """Admit, prepare off the event loop, queue for the model thread, and wait for the result."""
         if self._stopping:
             raise SidecarError(Kind.UNAVAILABLE, "the server is shutting down")
-        timings = Timings()
-        if not request.documents:
-            return RerankOutcome([], timings)
-        self._admit(len(request.documents))
+        self._admit(rows)
         try:
             loop = asyncio.get_running_loop()
+            timings = Timings()
             start = time.perf_counter()
-            prepared = await loop.run_in_executor(self._pool, self._prepare, request)
+            prepared = await loop.run_in_executor(self._pool, prepare)
             timings.preprocessing_ms = (time.perf_counter() - start) * 1000
             timings.images, timings.video_frames = prepared.images, prepared.video_frames
-            timings.input_tokens = sum(r.total_tokens for r in prepared.rows)
-            timings.computed_tokens = len(prepared.prefix) + sum(len(r.ids) for r in prepared.rows)
-            job = _Job(prepared, loop, loop.create_future(), deadline, timings, next(self._order))
-            job.logits = [None] * len(prepared.rows)
+            timings.input_tokens = sum(getattr(r, "total_tokens", len(r.ids)) for r in prepared.rows)
+            prefix = getattr(prepared, "prefix", None)
+            timings.computed_tokens = (len(prefix) if prefix else 0) + sum(len(r.ids) for r in prepared.rows)
+            job = _Job(kind, prepared, loop, loop.create_future(), deadline, timings, next(self._order))
+            job.outputs = [None] * len(prepared.rows)
             job.pending = set(range(len(prepared.rows)))
             for row in prepared.rows:
                 row.owner = job
             self._inbox.put(job)
             try:
-                return await job.future
+                await job.future
             except asyncio.CancelledError:
                 job.cancelled.set()
                 raise
+            return job
         finally:
             with self._lock:
-                self._queued_pairs -= len(request.documents)
+                self._queued_pairs -= rows
 
     def _admit(self, pairs: int) -> None:
         with self._lock:
@@ -133,9 +174,6 @@ class Engine:
                     f"{self.settings.max_queued_pairs}); retry later",
                 )
             self._queued_pairs += pairs
-
-    def _prepare(self, request: RerankInput) -> PreparedRerank:
-        return self.reranker.prepare(request, MediaResolver(self.policy), reuse_prefix=self.settings.prefix_reuse)
 
     def close(self) -> None:
         """Stop the model thread after the jobs it holds; refuse new requests."""
@@ -182,17 +220,20 @@ class Engine:
         return True
 
     def _step(self, active: list[_Job]) -> None:
-        rows = self._pick_rows(active)
+        oldest = min(active, key=lambda j: j.order)
+        same_kind = [job for job in active if job.kind == oldest.kind]
+        model = self.models[oldest.kind]
+        rows = self._pick_rows(same_kind, oldest)
         jobs = {id(row.owner): row.owner for row in rows}.values()
-        now = time.perf_counter()
-        start = now
+        start = time.perf_counter()
         try:
             for job in jobs:
                 if job.started is None:
-                    job.started = now
-                    job.timings.queue_ms = (now - job.enqueued) * 1000
-                self.reranker.forward_prefix(job.prepared.prefix)
-            logits = self.reranker.forward_rows(rows).tolist()
+                    job.started = start
+                    job.timings.queue_ms = (start - job.enqueued) * 1000
+                if job.kind == "reranker":
+                    model.forward_prefix(job.prepared.prefix)
+            outputs = model.forward_rows(rows)
         except Exception as exc:  # a model failure fails these jobs, never the thread
             log.exception("forward pass failed")
             for job in jobs:
@@ -201,24 +242,24 @@ class Engine:
             return
         self.batches_run += 1
         elapsed = (time.perf_counter() - start) * 1000
-        for row, logit in zip(rows, logits):
-            job = row.owner
-            job.logits[row.doc_index] = logit
-            job.pending.discard(row.doc_index)
+        values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
+        for row, value in zip(rows, values):
+            row.owner.outputs[row.index] = value
+            row.owner.pending.discard(row.index)
         for job in jobs:
             job.timings.inference_ms += elapsed
             if not job.pending:
-                job.prepared.prefix.kv = None
-                job.finish(RerankOutcome(job.logits, job.timings))
+                if job.kind == "reranker":
+                    job.prepared.prefix.kv = None
+                job.finish(job)
                 active.remove(job)
 
-    def _pick_rows(self, active: list[_Job]) -> list[PairRow]:
+    def _pick_rows(self, jobs: list[_Job], oldest: _Job) -> list:
         """A micro-batch: similar-length rows around the oldest job's shortest, under the budget."""
         candidates = sorted(
-            (row for job in active for row in job.prepared.rows if row.doc_index in job.pending),
+            (row for job in jobs for row in job.prepared.rows if row.index in job.pending),
             key=lambda r: (len(r.ids), r.owner.order),
         )
-        oldest = min(active, key=lambda j: j.order)
         anchor = next(i for i, r in enumerate(candidates) if r.owner is oldest)
         budget, cap = self.settings.max_batch_tokens, self.settings.max_batch_rows
         lo = hi = anchor

@@ -35,38 +35,50 @@ class Runtime:
             max_message_bytes=self.settings.max_message_bytes,
             prefix_reuse=self.settings.prefix_reuse,
         )
-        reranker = self.engine.reranker if self.engine else None
-        if reranker is not None:
-            info.model = reranker.name
-            info.models.append(
-                pb.LoadedModel(
-                    name=reranker.name,
-                    kind="reranker",
-                    dimension=reranker.hidden_size,
-                    max_length=reranker.max_length,
-                    dtype=str(reranker.dtype).removeprefix("torch."),
-                    device=str(reranker.device),
+        if self.engine is None:
+            return info
+        if self.engine.reranker is not None:
+            info.model = self.engine.reranker.name
+        for model in (self.engine.reranker, self.engine.embedder):
+            if model is not None:
+                info.models.append(
+                    pb.LoadedModel(
+                        name=model.name,
+                        kind=model.kind,
+                        dimension=model.hidden_size,
+                        max_length=model.max_length,
+                        dtype=str(model.dtype).removeprefix("torch."),
+                        device=str(model.device),
+                    )
                 )
-            )
         return info
 
 
 def load_engine(settings: Settings):
     """Load the configured models (slow: imports torch, reads weights) and warm them up."""
+    from sidecar.models.embedder import EmbedderModel
     from sidecar.models.loading import load_pretrained, resolve_device, resolve_dtype
     from sidecar.models.reranker import RerankerModel
     from sidecar.scheduler import Engine
 
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    reranker = None
+    reranker = embedder = None
     if settings.model:
         start = time.perf_counter()
         log.info("loading reranker %s on %s (%s)", settings.model, device, dtype)
         model, processor = load_pretrained(settings.model, device, dtype, settings.attn_implementation)
         reranker = RerankerModel(settings.model, model, processor)
         log.info("reranker loaded in %.1fs", time.perf_counter() - start)
-    return Engine(settings, reranker)
+    if settings.embedding_model:
+        start = time.perf_counter()
+        log.info("loading embedding model %s on %s (%s)", settings.embedding_model, device, dtype)
+        base, processor = load_pretrained(
+            settings.embedding_model, device, dtype, settings.attn_implementation, with_lm_head=False
+        )
+        embedder = EmbedderModel(settings.embedding_model, base, processor)
+        log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
+    return Engine(settings, reranker, embedder)
 
 
 async def warm_up(engine) -> None:
@@ -75,6 +87,8 @@ async def warm_up(engine) -> None:
 
     if engine.reranker is not None:
         await engine.rerank(RerankInput(ItemInput(text="warm-up"), (ItemInput(text="warm-up"),)))
+    if engine.embedder is not None:
+        await engine.embed((ItemInput(text="warm-up"),))
 
 
 async def serve(settings: Settings) -> None:

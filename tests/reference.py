@@ -118,3 +118,58 @@ def reference_logit(
     logits = model(**inputs).logits[0, -1]
     vocab = processor.tokenizer.get_vocab()
     return float(logits[vocab["yes"]] - logits[vocab["no"]])
+
+
+def embedding_conversation(item: dict, instruction: str | None = None) -> list[dict]:
+    import unicodedata
+
+    if instruction:
+        instruction = instruction.strip()
+        if instruction and not unicodedata.category(instruction[-1]).startswith("P"):
+            instruction += "."
+    content = (
+        side("", **item)[1:]
+        if (item.get("text") or item.get("images") or item.get("frames"))
+        else [{"type": "text", "text": "NULL"}]
+    )
+    return [
+        {"role": "system", "content": [{"type": "text", "text": instruction or "Represent the user's input."}]},
+        {"role": "user", "content": content},
+    ]
+
+
+@torch.no_grad()
+def reference_embedding(base_model, processor, item: dict, instruction: str | None = None) -> torch.Tensor:
+    """One un-batched forward of the base model, last-token pooling, L2 normalisation."""
+    from qwen_vl_utils import process_vision_info
+
+    conv = embedding_conversation(item, instruction)
+    text = processor.apply_chat_template([conv], tokenize=False, add_generation_prompt=True)
+    images, videos, video_kwargs = process_vision_info(
+        [conv], image_patch_size=16, return_video_kwargs=True, return_video_metadata=True
+    )
+    metadata = None
+    if videos is not None:
+        videos, metadata = (list(x) for x in zip(*videos))
+    inputs = processor(
+        text=text,
+        images=images,
+        videos=videos,
+        video_metadata=metadata,
+        truncation=False,
+        padding=False,
+        do_resize=False,
+        return_tensors="pt",
+        **video_kwargs,
+    )
+    expanded = processor.tokenizer.decode(inputs["input_ids"][0])
+    fixed = _collapse_video_wrappers(expanded)
+    if fixed != expanded:
+        inputs["input_ids"] = torch.tensor([processor.tokenizer(fixed, add_special_tokens=False)["input_ids"]])
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    types = torch.zeros_like(inputs["input_ids"])
+    types[inputs["input_ids"] == processor.image_token_id] = 1
+    types[inputs["input_ids"] == processor.video_token_id] = 2
+    inputs["mm_token_type_ids"] = types
+    hidden = base_model(**inputs).last_hidden_state[0, -1]
+    return torch.nn.functional.normalize(hidden, p=2, dim=-1)

@@ -49,6 +49,18 @@ def rerank_from_pb(request: pb.RerankRequest, max_documents: int) -> RerankInput
     return RerankInput(query=query, documents=documents, instruction=request.instruction.strip())
 
 
+def embed_from_pb(request: pb.EmbedRequest, max_inputs: int, hidden_size: int) -> tuple[ItemInput, ...]:
+    if len(request.inputs) > max_inputs:
+        raise invalid(f"inputs has {len(request.inputs)} entries; this server accepts at most {max_inputs}")
+    if request.dimensions > hidden_size:
+        raise invalid(f"dimensions {request.dimensions} exceeds the model's {hidden_size}")
+    items = tuple(item_from_pb(item, f"inputs[{i}]") for i, item in enumerate(request.inputs))
+    for i, item in enumerate(items):
+        if item.is_empty():
+            raise invalid(f"inputs[{i}] has no text, image or video")
+    return items
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 

@@ -12,9 +12,10 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
-from sidecar.api.convert import rerank_from_pb, rerank_response
+from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
 from sidecar.api.status import GRPC_CODES
 from sidecar.errors import Kind, SidecarError
+from sidecar.models.embedder import truncate_dimensions
 
 log = logging.getLogger("sidecar.requests")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Reranker"].full_name
@@ -30,10 +31,10 @@ class RerankerService(pb_grpc.RerankerServicer):
         start = time.perf_counter()
         try:
             engine = self.runtime.ready_engine()
+            if engine.reranker is None:
+                raise SidecarError(Kind.NOT_SERVED, "this server has no reranker model loaded (start it with --model)")
             parsed = rerank_from_pb(request, self.runtime.settings.max_documents)
-            remaining = context.time_remaining()
-            deadline = time.monotonic() + remaining if remaining is not None else None
-            outcome = await engine.rerank(parsed, deadline)
+            outcome = await engine.rerank(parsed, _deadline(context))
             response = rerank_response(request, outcome.logits, outcome.timings, engine.reranker.name)
         except SidecarError as exc:
             _log(len(request.documents), start, exc.kind.value)
@@ -55,12 +56,50 @@ class RerankerService(pb_grpc.RerankerServicer):
         return response
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "this server has no embedding model loaded (start it with --embedding-model)"
+        start = time.perf_counter()
+        try:
+            engine = self.runtime.ready_engine()
+            if engine.embedder is None:
+                raise SidecarError(
+                    Kind.NOT_SERVED, "this server has no embedding model loaded (start it with --embedding-model)"
+                )
+            inputs = embed_from_pb(request, self.runtime.settings.max_documents, engine.embedder.hidden_size)
+            outcome = await engine.embed(inputs, request.instruction.strip(), _deadline(context))
+        except SidecarError as exc:
+            log.info(
+                "Embed inputs=%d total_ms=%.1f status=%s",
+                len(request.inputs),
+                (time.perf_counter() - start) * 1000,
+                exc.kind.value,
+            )
+            await context.abort(GRPC_CODES[exc.kind], exc.message)
+        vectors = truncate_dimensions(outcome.vectors, request.dimensions)
+        response = pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=v) for v in vectors.tolist()],
+            model=engine.embedder.name,
+            usage=usage_to_pb(outcome.timings),
         )
+        u = response.usage
+        log.info(
+            "Embed inputs=%d tokens=%d images=%d queue_ms=%.1f pre_ms=%.1f infer_ms=%.1f total_ms=%.1f status=OK",
+            len(request.inputs),
+            u.input_tokens,
+            u.images,
+            u.queue_ms,
+            u.preprocessing_ms,
+            u.inference_ms,
+            (time.perf_counter() - start) * 1000,
+        )
+        return response
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         return self.runtime.model_info()
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline as a time.monotonic() instant, if it set one."""
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
 
 
 def _log(docs: int, start: float, status: str) -> None:

@@ -38,27 +38,32 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def load_pretrained(name: str, device: torch.device, dtype: torch.dtype, attn_implementation: str = "sdpa"):
+def load_pretrained(
+    name: str, device: torch.device, dtype: torch.dtype, attn_implementation: str = "sdpa", with_lm_head: bool = True
+):
     """Load (model, processor) from a hub id or a local directory; a local directory never touches the hub.
+
+    The reranker needs the LM head (its yes/no rows); the embedder loads the base Qwen3VLModel only,
+    as the official embedding reference does.
 
     A directory without weights (a benchmark shape from `make-tiny-model --no-weights`) gets
     random weights of its configured shape.
     """
-    from transformers import AutoConfig, AutoProcessor, Qwen3VLForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor, Qwen3VLForConditionalGeneration, Qwen3VLModel
+
+    model_cls = Qwen3VLForConditionalGeneration if with_lm_head else Qwen3VLModel
 
     local = Path(name).is_dir()
     kwargs = {"local_files_only": True} if local else {}
     processor = AutoProcessor.from_pretrained(name, **kwargs)
     has_weights = not local or any(Path(name).glob("*.safetensors")) or any(Path(name).glob("*.bin"))
     if has_weights:
-        model = Qwen3VLForConditionalGeneration.from_pretrained(
-            name, dtype=dtype, attn_implementation=attn_implementation, **kwargs
-        )
+        model = model_cls.from_pretrained(name, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
     else:
         config = AutoConfig.from_pretrained(name, **kwargs)
         config._attn_implementation = attn_implementation
         with torch.device(device):
-            model = Qwen3VLForConditionalGeneration._from_config(config, dtype=dtype)
+            model = model_cls._from_config(config, dtype=dtype)
         log.warning("%s has no weights: using random weights of its shape", name)
     model = model.to(device).eval()
     return model, processor

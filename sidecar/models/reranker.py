@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 import torch
 
 from sidecar.media import MediaResolver
-from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache, rope_index
+from sidecar.models.backend import QwenBackend
+from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache
 from sidecar.models.visuals import (
-    IMAGE,
-    VIDEO,
     ProcessedItem,
     Visual,
-    VisualProcessor,
     expand_placeholders,
     stack_visuals,
 )
@@ -53,7 +51,7 @@ class Prefix:
 class PairRow:
     """One query-document pair, as the tokens left after its request's prefix."""
 
-    doc_index: int
+    index: int
     ids: list[int]
     positions: torch.Tensor  # (3, S)
     visuals: list[Visual]
@@ -71,28 +69,16 @@ class PreparedRerank:
     stats: dict = field(default_factory=dict)
 
 
-class RerankerModel:
+class RerankerModel(QwenBackend):
     """A loaded reranker checkpoint. `prepare` runs on any thread; `forward_*` only on the model thread."""
 
     kind = "reranker"
 
     def __init__(self, name: str, model, processor, max_length: int = RERANK_MAX_LENGTH) -> None:
-        self.name = name
-        self.base = model.model
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.visual_processor = VisualProcessor(processor)
-        self.max_length = max_length
+        super().__init__(name, model.model, processor, max_length)
         vocab = self.tokenizer.get_vocab()
         weight = model.lm_head.weight.data
         self.score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).float()
-        self.special_ids = set(self.tokenizer.all_special_ids)
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        config = model.config
-        self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
-        self.hidden_size = config.text_config.hidden_size
         self._cache_kwarg = cache_kwarg_name(self.base)
 
     # ---- preparation (CPU) -------------------------------------------------------------------
@@ -134,7 +120,7 @@ class RerankerModel:
         return length
 
     def _make_prefix(self, ids: list[int], visuals: list[Visual]) -> Prefix:
-        return Prefix(ids, self._positions(ids, visuals), visuals)
+        return Prefix(ids, self.positions(ids, visuals), visuals)
 
     def _make_row(
         self, index: int, seq: list[int], prefix: Prefix, query: ProcessedItem, doc: ProcessedItem
@@ -145,24 +131,9 @@ class RerankerModel:
             start = int(prefix.positions[0, -1]) + 1
             positions = torch.arange(start, start + len(suffix)).expand(3, -1)
         else:
-            positions = self._positions(seq, query.visuals + doc.visuals)[:, p:]
+            positions = self.positions(seq, query.visuals + doc.visuals)[:, p:]
         visuals = doc.visuals if p else query.visuals + doc.visuals
         return PairRow(index, suffix, positions, visuals, prefix, len(seq))
-
-    def _positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
-        """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
-        if not ids:
-            return torch.zeros(3, 0, dtype=torch.long)
-        if not visuals:
-            return torch.arange(len(ids)).expand(3, -1)
-        input_ids = torch.tensor([ids])
-        mm_types = torch.zeros_like(input_ids)
-        mm_types[input_ids == self.image_token_id] = IMAGE
-        mm_types[input_ids == self.video_token_id] = VIDEO
-        grids = stack_visuals(visuals)
-        return rope_index(self.base, input_ids, mm_types, grids.get("image_grid_thw"), grids.get("video_grid_thw"))[
-            :, 0
-        ]
 
     # ---- model thread ------------------------------------------------------------------------
 
@@ -173,10 +144,10 @@ class RerankerModel:
             return
         from transformers import DynamicCache
 
-        inputs = {k: self._to_device(v) for k, v in stack_visuals(prefix.visuals).items()}
+        inputs = {k: self.to_device(v) for k, v in stack_visuals(prefix.visuals).items()}
         out = self.base(
-            input_ids=self._to_device(torch.tensor([prefix.ids])),
-            position_ids=self._to_device(prefix.positions[:, None, :]),
+            input_ids=self.to_device(torch.tensor([prefix.ids])),
+            position_ids=self.to_device(prefix.positions[:, None, :]),
             use_cache=True,
             **{self._cache_kwarg: DynamicCache()},
             **inputs,
@@ -187,29 +158,23 @@ class RerankerModel:
     @torch.inference_mode()
     def forward_rows(self, rows: list[PairRow]) -> torch.Tensor:
         """Logits (logit_yes - logit_no) for rows, possibly of different requests, in one forward."""
-        lengths = [len(r.ids) for r in rows]
-        width = max(lengths)
-        batch = len(rows)
-        ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        positions = torch.zeros((3, batch, width), dtype=torch.long)
-        for b, row in enumerate(rows):
-            ids[b, : lengths[b]] = torch.tensor(row.ids)
-            positions[:, b, : lengths[b]] = row.positions
+        ids, positions, lengths = self.padded_batch(rows)
+        batch, width = ids.shape
         prefix_lengths = [len(r.prefix) for r in rows]
         p_max = max(prefix_lengths)
-        kwargs = {k: self._to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
+        kwargs = {k: self.to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
         if p_max:
             kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max)
             kwargs["use_cache"] = True
-        if len(set(prefix_lengths)) > 1 or len(set(lengths)) > 1:
+        # Rows are right-padded, so causal attention alone keeps pads out of real tokens' view; a mask
+        # is needed only to hide the left padding of shorter prefixes.
+        if len(set(prefix_lengths)) > 1:
             mask = torch.zeros((batch, p_max + width), dtype=torch.long)
             for b, (p, s) in enumerate(zip(prefix_lengths, lengths)):
                 mask[b, p_max - p : p_max + s] = 1
-            kwargs["attention_mask"] = self._to_device(mask)
-        out = self.base(input_ids=self._to_device(ids), position_ids=self._to_device(positions), **kwargs)
-        last = self._to_device(torch.tensor(lengths) - 1)
-        hidden = out.last_hidden_state[torch.arange(batch, device=self.device), last]
-        return (hidden.float() @ self.score_vector).cpu()
+            kwargs["attention_mask"] = self.to_device(mask)
+        out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
+        return (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
 
     def _batched_cache(self, rows: list[PairRow], p_max: int):
         """One cache for the batch: each row's prefix, left-padded to the longest."""
@@ -225,11 +190,6 @@ class RerankerModel:
             values = [_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in prefixes]
             layers.append((torch.cat(keys), torch.cat(values)))
         return new_cache(layers)
-
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
 
 
 def _pad_count(visual: Visual) -> int:

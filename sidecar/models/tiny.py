@@ -132,21 +132,27 @@ def build_processor():
     )
 
 
-def make_tiny_model(out_dir: str | Path, shape: str = "tiny", seed: int = 0, save_weights: bool = True) -> Path:
+def make_tiny_model(
+    out_dir: str | Path, shape: str = "tiny", seed: int = 0, save_weights: bool = True, kind: str = "reranker"
+) -> Path:
     """Write a randomly initialised Qwen3-VL checkpoint of `shape` to `out_dir` and return its path.
+
+    `kind="reranker"` saves the full Qwen3VLForConditionalGeneration (the LM head holds the yes/no
+    rows); `kind="embedding"` saves the base Qwen3VLModel only, as embedding checkpoints need no head.
 
     With `save_weights=False` only config and processor files are written and the loader
     initialises random weights itself (useful for multi-GB benchmark shapes).
     """
     import torch
-    from transformers import Qwen3VLForConditionalGeneration
+    from transformers import Qwen3VLForConditionalGeneration, Qwen3VLModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(SHAPES[shape])
     if save_weights:
         torch.manual_seed(seed)
-        model = Qwen3VLForConditionalGeneration(config).eval()
+        model_cls = Qwen3VLModel if kind == "embedding" else Qwen3VLForConditionalGeneration
+        model = model_cls(config).eval()
         model.save_pretrained(out)
     else:
         config.save_pretrained(out)

@@ -1,0 +1,64 @@
+"""What the reranker and the embedder share: a loaded Qwen3-VL base model, its processor, positions."""
+
+from __future__ import annotations
+
+import torch
+
+from sidecar.models.loading import rope_index
+from sidecar.models.visuals import IMAGE, VIDEO, Visual, VisualProcessor, stack_visuals
+
+
+class QwenBackend:
+    """A loaded Qwen3-VL checkpoint: `base` is the Qwen3VLModel (vision tower + decoder, no LM head)."""
+
+    kind = "base"
+
+    def __init__(self, name: str, base, processor, max_length: int) -> None:
+        self.name = name
+        self.base = base
+        self.device = next(base.parameters()).device
+        self.dtype = next(base.parameters()).dtype
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.visual_processor = VisualProcessor(processor)
+        self.max_length = max_length
+        self.special_ids = set(self.tokenizer.all_special_ids)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        config = base.config
+        self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
+        self.hidden_size = config.text_config.hidden_size
+
+    def positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
+        """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
+        if not ids:
+            return torch.zeros(3, 0, dtype=torch.long)
+        if not visuals:
+            return torch.arange(len(ids)).expand(3, -1)
+        input_ids = torch.tensor([ids])
+        mm_types = torch.zeros_like(input_ids)
+        mm_types[input_ids == self.image_token_id] = IMAGE
+        mm_types[input_ids == self.video_token_id] = VIDEO
+        grids = stack_visuals(visuals)
+        positions = rope_index(self.base, input_ids, mm_types, grids.get("image_grid_thw"), grids.get("video_grid_thw"))
+        return positions[:, 0]
+
+    def padded_batch(self, rows) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Right-padded ids (B, S) and positions (3, B, S) of rows with `.ids` and `.positions`."""
+        lengths = [len(r.ids) for r in rows]
+        width = max(lengths)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((3, len(rows), width), dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids[b, : lengths[b]] = torch.tensor(row.ids)
+            positions[:, b, : lengths[b]] = row.positions
+        return ids, positions, lengths
+
+    def last_hidden(self, hidden: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """Each row's final hidden state at its last real token (rows are right-padded)."""
+        last = self.to_device(torch.tensor(lengths) - 1)
+        return hidden[torch.arange(len(lengths), device=self.device), last]
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
