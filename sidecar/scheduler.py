@@ -47,7 +47,7 @@ class EmbedOutcome:
     timings: Timings
 
 
-@dataclass
+@dataclass(eq=False)  # jobs compare by identity
 class _Job:
     kind: str  # "reranker" or "embedding"
     prepared: PreparedRerank | PreparedEmbed
@@ -189,10 +189,16 @@ class Engine:
         active: list[_Job] = []
         while True:
             stop = self._collect(active, block=not active)
-            active[:] = [job for job in active if self._still_wanted(job)]
-            if active:
-                self._step(active)
-            elif stop:
+            try:
+                active[:] = [job for job in active if self._still_wanted(job)]
+                if active:
+                    self._step(active)
+            except Exception as exc:  # a scheduler bug must fail requests, never hang them
+                log.exception("model thread error")
+                for job in active:
+                    job.finish(error=SidecarError(Kind.BACKEND, f"internal error: {type(exc).__name__}: {exc}"))
+                active.clear()
+            if stop and not active:
                 return
 
     def _collect(self, active: list[_Job], block: bool) -> bool:
