@@ -3,7 +3,7 @@
 # printing the time each step took. `start` stops the engines it already started
 # when a later one fails, then exits non-zero.
 #
-# Usage: tests/engines/all.sh {install|start|stop|status}
+# Usage: tests/engines/all.sh {install|start|stop|status|clean}   (clean: stop, delete run data)
 #
 # Environment:
 #   RERANK_ENGINES  engines to act on, in order (default: "opensearch elasticsearch milvus")
@@ -12,7 +12,7 @@ set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ENGINE_NAME=all
-# shellcheck source=tests/engines/lib.sh
+# shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
 read -r -a ENGINES <<<"${RERANK_ENGINES:-opensearch elasticsearch milvus}"
@@ -50,13 +50,18 @@ case "$action" in
         for e in "${ENGINES[@]}"; do step "$e" stop || rc=1; done
         exit "$rc"
         ;;
+    clean)
+        rc=0
+        for e in "${ENGINES[@]}"; do step "$e" clean || rc=1; done
+        exit "$rc"
+        ;;
     status)
         rc=0
         for e in "${ENGINES[@]}"; do "$SCRIPT_DIR/$e.sh" status >/dev/null || rc=1; done
         exit "$rc"
         ;;
     *)
-        echo "usage: $0 {install|start|stop|status}" >&2
+        echo "usage: $0 {install|start|stop|status|clean}" >&2
         exit 2
         ;;
 esac

@@ -17,12 +17,12 @@
 #   ELASTICSEARCH_TRANSPORT_PORT transport port or range (default 9400-9499)
 #   ELASTICSEARCH_HEAP           JVM heap, -Xms = -Xmx (default 1g)
 #   ELASTICSEARCH_START_TIMEOUT  seconds to wait for green/yellow health (default 240)
-#   ES_JAVA_HOME                 JDK >= 21 (default: newest temurin-2x/java-2x under /usr/lib/jvm)
+#   ES_JAVA_HOME                 JDK >= 21 (default: a Temurin/OpenJDK 25, else 21, under /usr/lib/jvm)
 set -euo pipefail
 
 ENGINE_NAME=elasticsearch
-# shellcheck source=tests/engines/lib.sh
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
 ES_VERSION="${ELASTICSEARCH_VERSION:-9.5.4}"
@@ -160,6 +160,7 @@ cmd_start() {
     own_dir "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp" "$RUN_DIR/config"
     rm -f "$PID_FILE"
     if [[ "$(id -u)" -eq 0 ]]; then chown "$ENGINE_USER:" "$RUN_DIR"; fi
+    check_run_dir_access "$RUN_DIR/data"
 
     say "starting Elasticsearch $ES_VERSION on $URL (heap $ES_HEAP, java $java_home)"
     # -d: the launcher waits for the node to start, then exits (no launcher JVM stays
@@ -174,7 +175,7 @@ cmd_start() {
     if ! wait_for_health "$t0"; then
         show_log_tail "$CONSOLE_LOG" 20
         show_log_tail "$MAIN_LOG" 50
-        stop_pid "$PID_FILE" 30 >/dev/null 2>&1 || true
+        abort_launch "$PID_FILE"
         exit 1
     fi
     pid="$(live_pid "$PID_FILE")"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # variables are used by the scripts that source this
 # Shared helpers for the engine scripts in tests/engines/ (sourced, not run).
 #
 # Environment:
@@ -54,12 +54,12 @@ ensure_service_user() {
     fi
 }
 
-as_service_user() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        runuser -u "$ENGINE_USER" -- "$@"
-    else
-        "$@"
-    fi
+# The service user must be able to reach the run dir (e.g. not under /root).
+check_run_dir_access() {
+    local dir="$1"
+    [[ "$(id -u)" -eq 0 ]] || return 0
+    runuser -u "$ENGINE_USER" -- test -w "$dir" \
+        || die "$ENGINE_USER cannot write to $dir; point RERANK_ENGINE_RUN at a world-traversable place such as /tmp"
 }
 
 # Give the service user a directory it can write to.
@@ -138,6 +138,21 @@ launch_detached() {
     : >"$log"
     (cd "$workdir" && exec setsid -w "${prefix[@]}" "$@" </dev/null >>"$log" 2>&1) &
     LAUNCHED_PID=$!
+}
+
+# After a failed start: stop the engine via its pid file, then end whatever is left
+# of the process group launch_detached created (e.g. a JVM that had no pid file yet).
+#   abort_launch PIDFILE
+abort_launch() {
+    local pidfile="$1" i
+    stop_pid "$pidfile" 30 >/dev/null 2>&1 || true
+    [[ -n "${LAUNCHED_PID:-}" ]] || return 0
+    kill -TERM -- "-$LAUNCHED_PID" 2>/dev/null || return 0
+    for ((i = 0; i < 40; i++)); do
+        kill -0 -- "-$LAUNCHED_PID" 2>/dev/null || return 0
+        sleep 0.5
+    done
+    kill -KILL -- "-$LAUNCHED_PID" 2>/dev/null || true
 }
 
 # Print the last N lines of a log, with its path, to stderr.

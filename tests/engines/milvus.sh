@@ -17,7 +17,7 @@ set -euo pipefail
 
 ENGINE_NAME=milvus
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=tests/engines/lib.sh
+# shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
 MV_VERSION="${MILVUS_VERSION:-2.3.5}"
@@ -107,7 +107,7 @@ server_rss() {
     local sup child
     sup="$(live_pid "$PID_FILE")"
     [[ -n "$sup" ]] || { echo 0; return; }
-    child="$(cat "/proc/$sup/task/$sup/children" 2>/dev/null | awk '{print $1}')"
+    child="$(awk '{print $1}' "/proc/$sup/task/$sup/children" 2>/dev/null)"
     [[ -n "$child" ]] && rss_mib "$child" || echo 0
 }
 

@@ -5,7 +5,8 @@ Started by tests/engines/milvus.sh with the Python of the venv that holds `milvu
 Why not the package's own `milvus-server` command:
   * Milvus 2.3 binds every gRPC port and the metrics port on all interfaces;
     `<component>.ip` only sets the address a component advertises to the others.
-  * `milvus-server` ignores SIGTERM, so stopping it orphans the server process.
+  * `milvus-server` handles only SIGINT: on SIGTERM the wrapper dies and leaves
+    the server process running.
 
 What this does instead:
   * extracts the packaged binaries once (`extract`), into the engine cache;
@@ -16,12 +17,13 @@ What this does instead:
     127.0.0.1:PORT to Milvus' proxy. Inter-component traffic stays on loopback
     because each component's advertised ip is 127.0.0.1.
   * SIGTERM/SIGINT stop Milvus with SIGTERM (SIGKILL after a grace period).
-  * With --no-isolate (or where namespaces are unavailable) Milvus' proxy listens
-    on PORT directly and its other ports on all interfaces.
+  * With --no-isolate, or when `unshare --net` is not permitted here, Milvus' proxy
+    listens on PORT directly and its other ports on all interfaces.
 """
 
 import argparse
 import asyncio
+import ctypes
 import fcntl
 import hashlib
 import lzma
@@ -92,6 +94,13 @@ def write_config(base: Path, proxy_port: int):
     return cfg
 
 
+def _die_with_parent():
+    """In the Milvus child: get SIGTERM if this supervisor dies, even by SIGKILL,
+    so no server is left behind in a namespace nobody can reach."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def wait_healthy(proc, port, timeout):
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{port}/healthz"
@@ -141,6 +150,19 @@ def cmd_run(args):
     ready = run_dir / "ready"
     ready.unlink(missing_ok=True)
 
+    unshare = ["unshare", "--net"]
+    if os.geteuid() != 0:
+        unshare.append("--map-root-user")
+    if args.isolate and args.listen_fd is None:
+        try:
+            probe = subprocess.run(unshare + ["--", "true"], capture_output=True, text=True)
+            why = probe.stderr.strip() if probe.returncode else ""
+        except OSError as exc:  # no unshare(1) at all
+            why = str(exc)
+        if why:
+            log(f"network namespaces unavailable ({why}); running without isolation")
+            args.isolate = False
+
     if args.isolate and args.listen_fd is None:
         # Step 1, in the caller's namespace: take the public port, then move into a
         # fresh network namespace keeping the socket (same pid: unshare execs).
@@ -149,9 +171,6 @@ def cmd_run(args):
         sock.bind(("127.0.0.1", args.port))
         sock.listen(128)
         sock.set_inheritable(True)
-        unshare = ["unshare", "--net"]
-        if os.geteuid() != 0:
-            unshare.append("--map-root-user")
         argv = unshare + ["--", sys.executable, os.path.abspath(__file__)] + sys.argv[1:]
         argv += ["--listen-fd", str(sock.fileno())]
         os.execvp(argv[0], argv)
@@ -188,6 +207,7 @@ def cmd_run(args):
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
     log(
         f"milvus pid {proc.pid}, proxy port {proxy_port}, metrics port {metrics_port}"
@@ -196,6 +216,7 @@ def cmd_run(args):
 
     def stop(*_):
         if proc.poll() is None:
+            log("stopping milvus (SIGTERM)")
             proc.terminate()
             try:
                 proc.wait(timeout=args.stop_timeout)
@@ -203,6 +224,7 @@ def cmd_run(args):
                 log("milvus ignored SIGTERM, killing it")
                 proc.kill()
                 proc.wait()
+            log(f"milvus stopped, exit code {proc.returncode}")
         ready.unlink(missing_ok=True)
         os._exit(0)
 
@@ -215,7 +237,10 @@ def cmd_run(args):
     log("healthy")
 
     if listen_sock is None:
-        proc.wait()
+        # Poll rather than proc.wait(): a blocking wait holds Popen's lock, and the
+        # SIGTERM handler's own wait would then deadlock.
+        while proc.poll() is None:
+            time.sleep(1)
     else:
         loop = asyncio.new_event_loop()
         task = loop.create_task(relay(listen_sock, INNER_PROXY_PORT))
@@ -247,7 +272,8 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--no-isolate", dest="isolate", action="store_false")
     p.add_argument("--start-timeout", type=float, default=180)
-    p.add_argument("--stop-timeout", type=float, default=30)
+    # Milvus 2.3 ignores SIGTERM for its whole internal grace period; test data needs no clean flush.
+    p.add_argument("--stop-timeout", type=float, default=5)
     p.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     {"extract": cmd_extract, "run": cmd_run}[args.cmd](args)

@@ -21,8 +21,9 @@
 set -euo pipefail
 
 ENGINE_NAME=opensearch
-# shellcheck source=tests/engines/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 OS_VERSION="${OPENSEARCH_VERSION:-2.19.6}"
 PLUGIN_VERSION="$OS_VERSION.0"
@@ -54,7 +55,7 @@ find_java() {
 # lang-painless is published only as plain jars. Put them in a module folder with a
 # descriptor and the two permissions the Painless compiler needs.
 assemble_painless() {
-    local home="$1" dir="$1/modules/lang-painless" jar
+    local dir="$1/modules/lang-painless" jar
     mkdir -p "$dir"
     for jar in \
         "org.opensearch.plugin lang-painless $OS_VERSION" \
@@ -181,6 +182,7 @@ cmd_start() {
     own_dir "$RUN_DIR/data" "$RUN_DIR/logs" "$RUN_DIR/tmp" "$RUN_DIR/config"
     rm -f "$PID_FILE"
     if [[ "$(id -u)" -eq 0 ]]; then chown "$ENGINE_USER:" "$RUN_DIR"; fi
+    check_run_dir_access "$RUN_DIR/data"
 
     say "starting OpenSearch $OS_VERSION on $URL (heap $OS_HEAP, java $java_home)"
     launch_detached "$CONSOLE_LOG" "$RUN_DIR" env \
@@ -193,7 +195,7 @@ cmd_start() {
     if ! wait_for_health "$t0"; then
         show_log_tail "$CONSOLE_LOG" 50
         say "main log: $RUN_DIR/logs/rerank-test-opensearch.log"
-        stop_pid "$PID_FILE" 30 >/dev/null 2>&1 || true
+        abort_launch "$PID_FILE"
         exit 1
     fi
     # A single node never places replicas; with 0 by default new indices are green at

@@ -1,0 +1,287 @@
+"""`search_and_rerank()`: first stage in the engine, second stage in the sidecar.
+
+    from sidecar.client import RerankerClient
+    from connectors import FieldMapping, search_and_rerank
+    from connectors.qdrant import QdrantConnector
+
+    sidecar = RerankerClient("127.0.0.1:50051")
+    products = QdrantConnector(qdrant, "products", FieldMapping(text_fields=("title", "body"), image_fields="image"))
+    for hit in search_and_rerank(products, "red running shoes", top_k=100, top_n=10, mode="hybrid",
+                                 rerank_client=sidecar):
+        print(hit.rank, hit.id, hit.rerank_score, hit.first_stage_rank)
+
+The query is text (str), an image (bytes, pathlib.Path, or an http(s)/data:/file:// URL string), or a
+dict {"text": ..., "images": [...]}. Dense and hybrid modes embed all of it (text and images together)
+with the sidecar's Embed RPC unless `query_vector` is given; BM25 uses its text; the reranker sees
+all of it. Each document goes to the reranker as its mapped text plus its image references, which
+the sidecar resolves (http(s) URLs, data: URIs, paths under its --media-root).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+
+from connectors.base import Connector, Hit, SearchMode
+from connectors.errors import SidecarCallError, sidecar_error
+from sidecar.client import AsyncRerankerClient, RerankerClient, to_item
+
+log = logging.getLogger("connectors")
+
+QueryLike = str | bytes | Path | Mapping[str, Any]
+FailurePolicy = Literal["raise", "first_stage"]
+_IMAGE_URL = re.compile(r"(?:https?|file)://\S+|data:image/\S+", re.IGNORECASE)
+_max_documents: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class RerankedHit:
+    """One result of `search_and_rerank`.
+
+    Attributes:
+        id: document id.
+        fields: stored fields returned by the engine.
+        image_refs: image references sent to the sidecar (as stored, before `image_uri`).
+        text: document text sent to the sidecar.
+        first_stage_score: the engine's score; first_stage_rank: 1-based engine position.
+        rerank_score: sidecar relevance in [0, 1]; rerank_logit: its unbounded logit
+            (both None when not reranked).
+        rank: 1-based final position.
+        reranked: False when the sidecar failed and `on_rerank_failure="first_stage"` kept the
+            engine's order.
+    """
+
+    id: str | int
+    fields: dict[str, Any]
+    image_refs: list[str]
+    text: str
+    first_stage_score: float
+    first_stage_rank: int
+    rerank_score: float | None
+    rerank_logit: float | None
+    rank: int
+    reranked: bool
+
+
+@dataclass(frozen=True)
+class Query:
+    """A normalised query: text and images (bytes, Path, or reference strings)."""
+
+    text: str = ""
+    images: tuple[str | bytes | Path, ...] = ()
+
+    def item(self) -> dict[str, Any]:
+        """The query as a `sidecar.client` item."""
+        return {"text": self.text, "images": list(self.images)}
+
+
+def parse_query(query: QueryLike) -> Query:
+    """Accept text, an image (bytes, Path, URL string) or a dict {text, images}."""
+    if isinstance(query, Mapping):
+        unknown = set(query) - {"text", "images"}
+        if unknown:
+            raise ValueError(f"unknown query keys {sorted(unknown)}; use text and images")
+        images = query.get("images") or ()
+        images = (images,) if isinstance(images, (str, bytes, Path)) else tuple(images)
+        parsed = Query(text=str(query.get("text") or ""), images=images)
+    elif isinstance(query, (bytes, Path)):
+        parsed = Query(images=(query,))
+    elif isinstance(query, str):
+        parsed = Query(images=(query,)) if _IMAGE_URL.fullmatch(query.strip()) else Query(text=query)
+    else:
+        raise TypeError(f"cannot use {type(query).__name__} as a query; use str, bytes, Path or a dict")
+    if not parsed.text.strip() and not parsed.images:
+        raise ValueError("the query is empty: give text or an image")
+    return parsed
+
+
+def search_and_rerank(
+    connector: Connector,
+    query: QueryLike,
+    *,
+    top_k: int = 100,
+    top_n: int | None = 10,
+    mode: SearchMode = "dense",
+    filter: Any = None,
+    instruction: str | None = None,
+    rerank_client: RerankerClient,
+    embed_client: RerankerClient | None = None,
+    query_vector: Sequence[float] | None = None,
+    on_rerank_failure: FailurePolicy = "raise",
+    embed_instruction: str | None = None,
+    timeout: float | None = None,
+) -> list[RerankedHit]:
+    """Retrieve `top_k` candidates from `connector`, rerank them in the sidecar, return the best `top_n`.
+
+    Args:
+        connector: the collection to search (e.g. `QdrantConnector`, `MilvusConnector`).
+        query: text, image (bytes, Path, URL string) or {"text", "images"}.
+        top_k: first-stage candidates (all are reranked; requests are split at the sidecar's
+            max_documents).
+        top_n: results returned; None returns every candidate.
+        mode: "dense" (kNN on the query embedding), "bm25" (lexical; needs query text) or
+            "hybrid" (both fused by the engine; needs query text).
+        filter: engine-native filter passed through (Qdrant Filter/dict, Milvus expression).
+        instruction: reranker instruction (default: the model's).
+        rerank_client: `sidecar.client.RerankerClient` of the reranking sidecar.
+        embed_client: client for the Embed RPC; default `rerank_client`.
+        query_vector: skip Embed and use this vector for dense/hybrid.
+        on_rerank_failure: "raise" (`RerankUnavailableError` / `SidecarCallError`) or
+            "first_stage" (return the engine's order, `reranked=False`, and log a warning).
+        embed_instruction: Embed instruction for the query (default: the model's).
+        timeout: per-RPC deadline in seconds (default: the client's).
+
+    Raises:
+        ValueError: bad arguments, or a mode the collection cannot serve.
+        EngineError: the engine failed.
+        EmbedUnavailableError / SidecarCallError: the query could not be embedded.
+        RerankUnavailableError / SidecarCallError: reranking failed and the policy is "raise".
+    """
+    parsed = _prepare(connector, query, top_k, top_n, mode, on_rerank_failure)
+    vector = query_vector
+    if mode != "bm25" and vector is None:
+        client = embed_client or rerank_client
+        try:
+            response = client.embed([parsed.item()], **_embed_args(connector, embed_instruction, timeout))
+        except grpc.RpcError as exc:
+            raise sidecar_error(exc, client.target, "embed") from exc
+        vector = _one_vector(response, client.target)
+    hits = connector.search(parsed.text or None, vector, top_k, mode, filter)
+    if not hits:
+        return []
+    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
+    try:
+        limit = _max_documents.get(rerank_client) or _remember_limit(rerank_client, rerank_client.model_info(timeout))
+        scored = []
+        for start in range(0, len(documents), limit):
+            chunk = documents[start : start + limit]
+            response = rerank_client.rerank(query_item, chunk, instruction=instruction, timeout=timeout)
+            scored += [(start + r.index, r.score, r.logit) for r in response.results]
+    except grpc.RpcError as exc:
+        error = sidecar_error(exc, rerank_client.target, "rerank")
+        if on_rerank_failure == "raise":
+            raise error from exc
+        return _fallback(hits, top_n, error)
+    return _combine(hits, scored, top_n)
+
+
+async def asearch_and_rerank(
+    connector: Connector,
+    query: QueryLike,
+    *,
+    top_k: int = 100,
+    top_n: int | None = 10,
+    mode: SearchMode = "dense",
+    filter: Any = None,
+    instruction: str | None = None,
+    rerank_client: AsyncRerankerClient,
+    embed_client: AsyncRerankerClient | None = None,
+    query_vector: Sequence[float] | None = None,
+    on_rerank_failure: FailurePolicy = "raise",
+    embed_instruction: str | None = None,
+    timeout: float | None = None,
+) -> list[RerankedHit]:
+    """`search_and_rerank` for asyncio, with `sidecar.client.AsyncRerankerClient` (same arguments).
+
+    The engine search runs through `connector.asearch` (a worker thread unless the connector
+    has a native async client).
+    """
+    parsed = _prepare(connector, query, top_k, top_n, mode, on_rerank_failure)
+    vector = query_vector
+    if mode != "bm25" and vector is None:
+        client = embed_client or rerank_client
+        try:
+            response = await client.embed([parsed.item()], **_embed_args(connector, embed_instruction, timeout))
+        except grpc.RpcError as exc:
+            raise sidecar_error(exc, client.target, "embed") from exc
+        vector = _one_vector(response, client.target)
+    hits = await connector.asearch(parsed.text or None, vector, top_k, mode, filter)
+    if not hits:
+        return []
+    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
+    try:
+        limit = _max_documents.get(rerank_client) or _remember_limit(
+            rerank_client, await rerank_client.model_info(timeout)
+        )
+        scored = []
+        for start in range(0, len(documents), limit):
+            chunk = documents[start : start + limit]
+            response = await rerank_client.rerank(query_item, chunk, instruction=instruction, timeout=timeout)
+            scored += [(start + r.index, r.score, r.logit) for r in response.results]
+    except grpc.RpcError as exc:
+        error = sidecar_error(exc, rerank_client.target, "rerank")
+        if on_rerank_failure == "raise":
+            raise error from exc
+        return _fallback(hits, top_n, error)
+    return _combine(hits, scored, top_n)
+
+
+def _prepare(connector: Connector, query: QueryLike, top_k: int, top_n: int | None, mode: str, policy: str) -> Query:
+    """Check everything that can be checked before any network call."""
+    connector.check_mode(mode)
+    if policy not in ("raise", "first_stage"):
+        raise ValueError(f"on_rerank_failure must be 'raise' or 'first_stage'; got {policy!r}")
+    if top_k < 1 or (top_n is not None and top_n < 1):
+        raise ValueError(f"top_k and top_n must be at least 1; got top_k={top_k}, top_n={top_n}")
+    parsed = parse_query(query)
+    if mode in ("bm25", "hybrid") and not parsed.text.strip():
+        raise ValueError(f"mode {mode!r} needs query text; an image-only query can use mode 'dense'")
+    return parsed
+
+
+def _embed_args(connector: Connector, instruction: str | None, timeout: float | None) -> dict[str, Any]:
+    return {"instruction": instruction, "dimensions": connector.vector_size or 0, "timeout": timeout}
+
+
+def _one_vector(response: Any, target: str) -> list[float]:
+    if len(response.embeddings) != 1 or not response.embeddings[0].values:
+        raise SidecarCallError(target, "embed", None, f"expected one embedding, got {len(response.embeddings)}")
+    return list(response.embeddings[0].values)
+
+
+def _remember_limit(client: Any, info: Any) -> int:
+    limit = int(info.max_documents) or 1000
+    _max_documents[client] = limit
+    return limit
+
+
+def _documents(connector: Connector, hits: list[Hit]) -> list[dict[str, Any]]:
+    mapping = connector.mapping
+    return [{"id": str(h.id), "text": h.text, "images": mapping.image_uris(h.image_refs)} for h in hits]
+
+
+def _combine(hits: list[Hit], scored: list[tuple[int, float, float]], top_n: int | None) -> list[RerankedHit]:
+    """Order by logit, best first; ties keep first-stage order (as the sidecar orders one request)."""
+    scored.sort(key=lambda s: (-s[2], s[0]))
+    results = []
+    for position, (index, score, logit) in enumerate(scored[:top_n] if top_n else scored, start=1):
+        results.append(_result(hits[index], position, score, logit))
+    return results
+
+
+def _fallback(hits: list[Hit], top_n: int | None, error: SidecarCallError) -> list[RerankedHit]:
+    log.warning("returning first-stage order without reranking: %s", error)
+    kept = hits[:top_n] if top_n else hits
+    return [_result(h, position, None, None) for position, h in enumerate(kept, start=1)]
+
+
+def _result(hit: Hit, rank: int, score: float | None, logit: float | None) -> RerankedHit:
+    return RerankedHit(
+        id=hit.id,
+        fields=hit.fields,
+        image_refs=hit.image_refs,
+        text=hit.text,
+        first_stage_score=hit.score,
+        first_stage_rank=hit.rank,
+        rerank_score=None if score is None else float(score),
+        rerank_logit=None if logit is None else float(logit),
+        rank=rank,
+        reranked=score is not None,
+    )

@@ -1,0 +1,264 @@
+"""Fixtures for the Elasticsearch and OpenSearch connector tests (imported by tests/connectors/conftest.py).
+
+Real nodes: OpenSearch 2.19 and Elasticsearch 9, started by tests/engines/{opensearch,elasticsearch}.sh
+on dedicated loopback ports, once per session. A node already answering on its port (e.g. left
+running for a faster edit-test loop) is reused and left running; a node this session started is
+stopped at its end. A node that cannot start fails the tests: nothing is skipped.
+
+Environment:
+    RERANK_TEST_OPENSEARCH_PORT     HTTP port of the test OpenSearch (default 9250)
+    RERANK_TEST_ELASTICSEARCH_PORT  HTTP port of the test Elasticsearch (default 9251)
+    RERANK_TEST_ENGINE_RUN          RERANK_ENGINE_RUN for the scripts: data, logs, pid files
+                                    (default /tmp/rerank-connector-engines)
+plus what the scripts read (RERANK_ENGINE_CACHE, heap sizes, Java homes; see tests/engines/lib.sh).
+
+Also here: the corpus filters in the query DSL, and `fake_engine`, a loopback HTTP server with canned
+answers for the failures a local node cannot produce (401/403, an Elasticsearch 8 refusing
+`compatible-with=9`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.connectors.corpus import CORPUS, FILTERS
+
+REPO = Path(__file__).resolve().parents[2]
+ENGINE_RUN = os.environ.get("RERANK_TEST_ENGINE_RUN", "/tmp/rerank-connector-engines")
+INDEX = "products"
+
+# The corpus filters in the query DSL both engines speak (registered beside Qdrant's and Milvus').
+DSL_FILTERS = {
+    "red": {"term": {"color": "red"}},
+    "cheap": {"range": {"price": {"lt": 100}}},
+    "none": {"term": {"color": "purple"}},
+}
+for _name, _clause in DSL_FILTERS.items():
+    FILTERS[_name].setdefault("elasticsearch", _clause)
+    FILTERS[_name].setdefault("opensearch", _clause)
+
+
+@dataclass
+class EngineNode:
+    """One JVM engine run by its tests/engines script on a fixed loopback port."""
+
+    engine: str  # "opensearch" or "elasticsearch": the script name and the product
+    port: int
+    started: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, command: str, timeout: float) -> subprocess.CompletedProcess:
+        port_var = "OPENSEARCH_PORT" if self.engine == "opensearch" else "ELASTICSEARCH_PORT"
+        env = dict(os.environ, RERANK_ENGINE_RUN=ENGINE_RUN, **{port_var: str(self.port)})
+        script = REPO / "tests" / "engines" / f"{self.engine}.sh"
+        return subprocess.run(["bash", str(script), command], env=env, capture_output=True, text=True, timeout=timeout)
+
+    def answering(self) -> bool:
+        """Whether the right product already answers on the port (another product there is a failure)."""
+        try:
+            with urllib.request.urlopen(self.url + "/", timeout=3) as response:
+                info, headers = json.load(response), response.headers
+        except OSError:
+            return False
+        is_opensearch = info.get("version", {}).get("distribution") == "opensearch"
+        is_elasticsearch = headers.get("X-Elastic-Product") == "Elasticsearch"
+        if (self.engine == "opensearch" and is_opensearch) or (self.engine == "elasticsearch" and is_elasticsearch):
+            return True
+        pytest.fail(f"port {self.port} answers, but not as {self.engine}: {info}; set RERANK_TEST_{self.engine.upper()}_PORT")
+
+    def start(self) -> None:
+        if self.answering():
+            return
+        result = self.script("start", 1800)  # installs first when the cache is cold (downloads from Maven)
+        if result.returncode != 0:
+            pytest.fail(f"tests/engines/{self.engine}.sh start failed (port {self.port}):\n{result.stdout}\n{result.stderr}")
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.script("stop", 180)
+
+
+def _node(engine: str, default_port: int) -> Iterator[EngineNode]:
+    node = EngineNode(engine, int(os.environ.get(f"RERANK_TEST_{engine.upper()}_PORT", default_port)))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch_node() -> Iterator[EngineNode]:
+    yield from _node("opensearch", 9250)
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_node() -> Iterator[EngineNode]:
+    yield from _node("elasticsearch", 9251)
+
+
+@pytest.fixture(scope="session")
+def es_client(elasticsearch_node):
+    from elasticsearch import Elasticsearch
+
+    client = Elasticsearch(elasticsearch_node.url, request_timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def os_client(opensearch_node):
+    from opensearchpy import OpenSearch
+
+    client = OpenSearch(hosts=[opensearch_node.url], timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def es_products(es_client, sidecar):
+    """The corpus in Elasticsearch, float HNSW (exact scores), made by the index helper."""
+    from connectors.elasticsearch import index_documents
+
+    return index_documents(
+        es_client, INDEX, CORPUS, embed_client=sidecar, index_options={"type": "hnsw"}, recreate=True, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def os_products(os_client, sidecar):
+    """The corpus in OpenSearch (knn_vector, lucene HNSW, cosinesimil), made by the index helper."""
+    from connectors.opensearch import index_documents
+
+    return index_documents(os_client, INDEX, CORPUS, embed_client=sidecar, recreate=True, progress=False)
+
+
+# --- a fake engine for failures a real local node cannot produce ----------------------------------
+
+
+@dataclass
+class FakeEngine:
+    """A loopback HTTP server giving every request the same canned answer; records what it received."""
+
+    url: str
+    status: int = 200
+    body: Any = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+
+    def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, dict(headers or {})
+        self.requests.clear()
+
+
+ES_HEADERS = {"X-Elastic-Product": "Elasticsearch"}
+ES_401 = {
+    "error": {
+        "root_cause": [{"type": "security_exception", "reason": "missing authentication credentials for REST request [/products/_mapping]"}],
+        "type": "security_exception",
+        "reason": "missing authentication credentials for REST request [/products/_mapping]",
+        "header": {"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]},
+    },
+    "status": 401,
+}  # fmt: skip
+ES_403 = {
+    "error": {
+        "type": "security_exception",
+        "reason": "action [indices:admin/mappings/get] is unauthorized for user [reader] with effective roles [none]",
+    },
+    "status": 403,
+}
+ES8_REFUSES_V9 = {
+    "error": {
+        "type": "media_type_header_exception",
+        "reason": "Invalid media-type value on headers [Accept, Content-Type]",
+        "root_cause": [{"type": "media_type_header_exception", "reason": "Invalid media-type value on headers [Accept, Content-Type]"}],
+        "caused_by": {
+            "type": "status_exception",
+            "reason": "Accept version must be either version 8 or 7, but found 9. Accept=application/vnd.elasticsearch+json; compatible-with=9",
+        },
+    },
+    "status": 400,
+}  # fmt: skip
+
+
+@pytest.fixture
+def fake_engine() -> Iterator[FakeEngine]:
+    """A `FakeEngine` on a free loopback port, stopped after the test."""
+    fake = FakeEngine("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            fake.requests.append((self.command, self.path, dict(self.headers)))
+            data = fake.body if isinstance(fake.body, bytes) else json.dumps(fake.body).encode()
+            self.send_response(fake.status)
+            content_type = "text/plain" if isinstance(fake.body, bytes) else "application/json"
+            for name, value in {"Content-Type": content_type, **fake.headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _answer
+
+        def log_message(self, *args: Any) -> None:  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def connector_factories(request: pytest.FixtureRequest) -> dict[str, Callable[..., Any]]:
+    """Per engine: `build(mapping, **options)` -> a connector on that engine's corpus collection."""
+
+    def qdrant(mapping, **options):
+        from connectors.qdrant import QdrantConnector
+
+        request.getfixturevalue("qdrant_products")
+        return QdrantConnector(request.getfixturevalue("qdrant_local"), INDEX, mapping, **options)
+
+    def milvus(mapping, **options):
+        from connectors.milvus import MilvusConnector
+
+        request.getfixturevalue("milvus_products")
+        return MilvusConnector(request.getfixturevalue("milvus_lite"), INDEX, mapping, **options)
+
+    def elasticsearch(mapping, **options):
+        from connectors.elasticsearch import ElasticsearchConnector
+
+        request.getfixturevalue("es_products")
+        return ElasticsearchConnector(request.getfixturevalue("es_client"), INDEX, mapping, **options)
+
+    def opensearch(mapping, **options):
+        from connectors.opensearch import OpenSearchConnector
+
+        request.getfixturevalue("os_products")
+        return OpenSearchConnector(request.getfixturevalue("os_client"), INDEX, mapping, **options)
+
+    return {"qdrant": qdrant, "milvus-lite": milvus, "elasticsearch": elasticsearch, "opensearch": opensearch}
