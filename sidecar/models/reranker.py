@@ -79,6 +79,7 @@ class RerankerModel(QwenBackend):
         vocab = self.tokenizer.get_vocab()
         weight = model.lm_head.weight.data
         self.score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).float()
+        self.vision_start_id = model.config.vision_start_token_id
         self._cache_kwarg = cache_kwarg_name(self.base)
 
     # ---- preparation (CPU) -------------------------------------------------------------------
@@ -97,25 +98,28 @@ class RerankerModel(QwenBackend):
         ]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
         sequences = [truncate_rerank_pair(ids, self.max_length, self.special_ids) for ids in encoded]
-        n_query_pads = sum(_pad_count(v) for v in query.visuals)
-        shared = self._shared_length(sequences, n_query_pads) if reuse_prefix and len(sequences) > 1 else 0
+        n_query_blocks = sum(v.placeholder.count("<|vision_start|>") for v in query.visuals)
+        shared = self._shared_length(sequences, n_query_blocks) if reuse_prefix and len(sequences) > 1 else 0
         prefix = self._make_prefix(sequences[0][:shared] if shared else [], query.visuals if shared else [])
         rows = [self._make_row(i, seq, prefix, query, d) for i, (seq, d) in enumerate(zip(sequences, docs))]
         frames = sum(v.frames for item in [query, *docs] for v in item.visuals)
         return PreparedRerank(prefix, rows, images=resolver.decoded, video_frames=frames)
 
-    def _shared_length(self, sequences: list[list[int]], n_query_pads: int) -> int:
-        """Longest common prefix, stopping before any document visual token and the last token."""
+    def _shared_length(self, sequences: list[list[int]], n_query_blocks: int) -> int:
+        """Longest common prefix, ending before the documents' first vision block and the last token.
+
+        Document visuals share token ids but not content, so they never enter the prefix.
+        """
         first = sequences[0]
         limit = min(len(s) for s in sequences) - 1
         length = 0
         while length < limit and all(s[length] == first[length] for s in sequences):
             length += 1
-        pads_seen = 0
+        blocks_seen = 0
         for index in range(length):
-            if first[index] in (self.image_token_id, self.video_token_id):
-                pads_seen += 1
-                if pads_seen > n_query_pads:
+            if first[index] == self.vision_start_id:
+                blocks_seen += 1
+                if blocks_seen > n_query_blocks:
                     return index
         return length
 
@@ -190,10 +194,6 @@ class RerankerModel(QwenBackend):
             values = [_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in prefixes]
             layers.append((torch.cat(keys), torch.cat(values)))
         return new_cache(layers)
-
-
-def _pad_count(visual: Visual) -> int:
-    return visual.placeholder.count("<|image_pad|>") + visual.placeholder.count("<|video_pad|>")
 
 
 def _left_pad(tensor: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,10 @@ class ModelShape:
 
     @property
     def mrope_section(self) -> list[int]:
+        """(t, h, w) rotary split summing to head_dim / 2; Qwen3-VL's own [24, 20, 20] at head_dim 128."""
         half = self.head_dim // 2
-        t = half - 2 * (3 * half // 8)
-        return [t, 3 * half // 8, 3 * half // 8]
+        spatial = 5 * half // 16
+        return [half - 2 * spatial, spatial, spatial]
 
 
 SHAPES: dict[str, ModelShape] = {

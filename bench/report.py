@@ -1,0 +1,106 @@
+"""Benchmark output: a console line per case, target checks, a Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+
+def line(case) -> str:
+    mfu = f" mfu={case.mfu:.1%}" if case.mfu is not None else ""
+    return (f"{case.workload:28s} K={case.documents:<5d} {case.variant:9s} clients={case.clients} "
+            f"pairs/s={case.pairs_per_s:9.1f} p50={case.p50_ms:9.1f}ms p95={case.p95_ms:9.1f}ms "
+            f"GFLOP/req={case.flops_per_request / 1e9:9.1f} TFLOP/s={case.achieved_tflops:6.2f}{mfu} "
+            f"peak_mem={case.peak_memory_mb:8.0f}MB rss_growth={case.rss_growth_mb:+.0f}MB")
+
+
+def _find(cases, workload, variant, k, clients=1):
+    for case in cases:
+        if (case.workload, case.variant, case.documents, case.clients) == (workload, variant, k, clients):
+            return case
+    return None
+
+
+def targets(cases, device_type: str) -> list[dict]:
+    """The issue's targets, each with the measured value and whether it was met."""
+    checks: list[dict] = []
+
+    def check(name: str, value: float | None, goal: str, met: bool | None) -> None:
+        checks.append({"target": name, "measured": value, "goal": goal, "met": met})
+
+    for workload in ("text-query/text-docs", "text+image-query/text-docs"):
+        ref, batched, full = (_find(cases, workload, v, 100) for v in ("reference", "batched", "engine"))
+        if ref and full:
+            speedup = full.pairs_per_s / ref.pairs_per_s
+            bound = ref.flops_per_request / full.flops_per_request
+            check(f"{workload} K=100: (c)/(a) speedup", round(speedup, 2), f"FLOP bound {bound:.2f}x", None)
+            if device_type == "cpu":
+                check(f"{workload} K=100: share of FLOP bound", round(speedup / bound, 3), ">= 0.90",
+                      speedup / bound >= 0.9)
+            else:
+                check(f"{workload} K=100: (c) >= 10x (a)", round(speedup, 2), ">= 10", speedup >= 10)
+        if batched and full and workload.startswith("text+image") and device_type == "cpu":
+            ratio = full.pairs_per_s / batched.pairs_per_s
+            check(f"{workload} K=100: (c)/(b)", round(ratio, 2), ">= 2", ratio >= 2)
+    if device_type == "cpu":
+        one, many = _find(cases, "text-query/text-docs", "engine", 100), _find(cases, "text-query/text-docs", "engine", 100, 8)
+        if one and many:
+            ratio = many.pairs_per_s / one.pairs_per_s
+            check("8 clients K=100: aggregate / one client", round(ratio, 2), ">= 0.95", ratio >= 0.95)
+            check("8 clients K=100: p95 / p50", round(many.p95_ms / many.p50_ms, 2), "<= 2",
+                  many.p95_ms <= 2 * many.p50_ms)
+    else:
+        full = _find(cases, "text-query/text-docs", "engine", 100)
+        if full:
+            check("K=100 text: p50 latency (ms)", round(full.p50_ms, 1), "<= 250", full.p50_ms <= 250)
+            check("K=100 text: model FLOP utilisation", round(full.mfu or 0, 3), ">= 0.40", (full.mfu or 0) >= 0.4)
+        one, many = _find(cases, "text-query/text-docs", "engine", 10), _find(cases, "text-query/text-docs", "engine", 10, 8)
+        if one and many:
+            ratio = many.pairs_per_s / one.pairs_per_s
+            check("8 clients K=10: aggregate / one client", round(ratio, 2), ">= 1.5", ratio >= 1.5)
+    growth = max((c.rss_growth_mb for c in cases), default=0.0)
+    check("RSS growth within a measured case (MB)", round(growth, 1), "bounded (no steady growth)", None)
+    return checks
+
+
+def markdown(facts: dict, cases, checks: list[dict]) -> str:
+    out = ["# Reranking benchmark", ""]
+    out += [f"- **{k}**: {v}" for k, v in facts.items()]
+    out += ["", "Variants: (a) `reference` = one pair per forward as the official code; (b) `batched` = the engine "
+            "without prefix reuse; (c) `engine` = batching + query-prefix reuse.", ""]
+    out += ["| workload | K | variant | clients | pairs/s | p50 ms | p95 ms | GFLOP/request | TFLOP/s | MFU | peak MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        mfu = f"{c.mfu:.1%}" if c.mfu is not None else "-"
+        out.append(f"| {c.workload} | {c.documents} | {c.variant} | {c.clients} | {c.pairs_per_s:.1f} | "
+                   f"{c.p50_ms:.0f} | {c.p95_ms:.0f} | {c.flops_per_request / 1e9:.1f} | {c.achieved_tflops:.3f} | "
+                   f"{mfu} | {c.peak_memory_mb:.0f} |")
+    out += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for t in checks:
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        out.append(f"| {t['target']} | {t['measured']} | {t['goal']} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def plot(cases, path, facts: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return
+    groups = sorted({(c.workload, c.documents, c.clients) for c in cases}, key=str)
+    variants = ["reference", "batched", "engine"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.27
+    for i, variant in enumerate(variants):
+        values = [next((c.pairs_per_s for c in cases if (c.workload, c.documents, c.clients) == g
+                        and c.variant == variant), 0) for g in groups]
+        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=variant)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{w}\nK={k}, clients={n}" for w, k, n in groups], fontsize=7)
+    ax.set_ylabel("pairs / s")
+    ax.set_yscale("log")
+    ax.set_title(f"{facts.get('shape')} shape, {facts.get('dtype')}, {facts.get('gpu', facts.get('cpu'))}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -1,0 +1,296 @@
+"""Reranking throughput and latency: the reference loop vs the engine without and with prefix reuse.
+
+Runs in one process on one model of a fixed shape with random weights (same compute as trained
+ones). Variants: (a) `reference` - one pair per forward, as the official code scores; (b) `batched`
+- the engine, pairs batched and sorted by length, no prefix reuse; (c) `engine` - everything on.
+Reports pairs/s, p50/p95 latency, peak memory, the FLOPs each variant performs (so speedups can
+be checked against their FLOP bound) and, on a GPU, model FLOP utilisation.
+
+    python bench/rerank_bench.py --plan cpu --out bench/results/cpu      # CPU, "mini" shape, fp32
+    python bench/rerank_bench.py --plan gpu --out bench/results/gpu      # GPU, Qwen3-VL-2B shape, bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report, workloads  # noqa: E402
+from bench.flops import Shape, decoder_flops, peak_matmul_flops, vision_flops  # noqa: E402
+from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
+from sidecar.models.loading import load_pretrained  # noqa: E402
+from sidecar.models.reranker import RerankerModel  # noqa: E402
+from sidecar.scheduler import Engine  # noqa: E402
+from sidecar.settings import Settings  # noqa: E402
+from sidecar.types import RerankInput  # noqa: E402
+
+
+@dataclass
+class Case:
+    """One measured configuration."""
+
+    workload: str
+    variant: str  # reference | batched | engine
+    documents: int
+    clients: int = 1
+    requests: int = 3  # per client, after one warm-up request
+    latencies_ms: list[float] = field(default_factory=list)
+    pairs_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    flops_per_request: float = 0.0
+    achieved_tflops: float = 0.0
+    mfu: float | None = None
+    peak_memory_mb: float = 0.0
+    rss_growth_mb: float = 0.0
+
+
+PLANS = {
+    # (workload, K, variants, clients, requests per client)
+    "cpu": [
+        ("text-query/text-docs", 100, ("reference", "batched", "engine"), 1, 2),
+        ("text+image-query/text-docs", 100, ("reference", "batched", "engine"), 1, 2),
+        ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 5),
+        ("text-query/image-docs", 100, ("reference", "batched", "engine"), 1, 1),
+        ("text-query/text-docs", 1000, ("batched", "engine"), 1, 1),
+        ("text-query/text-docs", 100, ("engine",), 8, 1),
+    ],
+    "gpu": [
+        ("text-query/text-docs", 100, ("reference", "batched", "engine"), 1, 10),
+        ("text+image-query/text-docs", 100, ("reference", "batched", "engine"), 1, 10),
+        ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 20),
+        ("text-query/text-docs", 10, ("engine",), 8, 10),
+        ("text-query/image-docs", 100, ("reference", "batched", "engine"), 1, 5),
+        ("text-query/text-docs", 1000, ("batched", "engine"), 1, 3),
+        ("text-query/text-docs", 1000, ("engine",), 8, 1),
+    ],
+    "quick": [
+        ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 2),
+        ("text+image-query/text-docs", 10, ("reference", "engine"), 1, 1),
+        ("text-query/text-docs", 10, ("engine",), 4, 1),
+    ],
+}
+
+
+def build_request(reranker: RerankerModel, workload: str, k: int) -> RerankInput:
+    query_kind, doc_kind = workload.split("/")
+    query = workloads.image_query() if query_kind.startswith("text+image") else workloads.text_query()
+    if doc_kind == "image-docs":
+        docs = workloads.image_documents(reranker.tokenizer, k)
+    else:
+        docs = workloads.text_documents(reranker.tokenizer, k)
+    return RerankInput(query, docs)
+
+
+def request_flops(reranker: RerankerModel, shape: Shape, request: RerankInput, reuse: bool) -> tuple[float, int]:
+    """FLOPs of one request's forwards, and its pair count, from the real token counts."""
+    prepared = reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse)
+    prefix = prepared.prefix
+    total = decoder_flops(shape, len(prefix)) if len(prefix) else 0.0
+    total += sum(vision_flops(shape, int(v.grid_thw.prod())) for v in prefix.visuals)
+    for row in prepared.rows:
+        total += decoder_flops(shape, len(row.ids), len(prefix))
+        total += sum(vision_flops(shape, int(v.grid_thw.prod())) for v in row.visuals)
+    return total, len(prepared.rows)
+
+
+def logits_of(reranker: RerankerModel, request: RerankInput, reuse: bool) -> torch.Tensor:
+    prepared = reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse)
+    reranker.forward_prefix(prepared.prefix)
+    return reranker.forward_rows(prepared.rows)
+
+
+def parity(reranker: RerankerModel, request: RerankInput) -> dict:
+    """Largest score and logit differences of prefix reuse and of batching against one pair per forward."""
+    full = logits_of(reranker, request, reuse=False)
+    reused = logits_of(reranker, request, reuse=True)
+    single = torch.cat([logits_of(reranker, RerankInput(request.query, (d,)), reuse=False)
+                        for d in request.documents[:20]])
+    return {
+        "prefix_reuse_vs_batched_max_logit_diff": float((full - reused).abs().max()),
+        "prefix_reuse_vs_batched_max_score_diff": float((full.sigmoid() - reused.sigmoid()).abs().max()),
+        "batched_vs_one_pair_per_forward_max_logit_diff": float((full[:20] - single).abs().max()),
+        "finite": bool(torch.isfinite(full).all() and torch.isfinite(reused).all()),
+    }
+
+
+def run_reference(reranker: RerankerModel, request: RerankInput) -> None:
+    """The official scoring loop: every pair prepared and forwarded on its own."""
+    for doc in request.documents:
+        prepared = reranker.prepare(RerankInput(request.query, (doc,), request.instruction),
+                                    MediaResolver(MediaPolicy()), reuse_prefix=False)
+        reranker.forward_rows(prepared.rows)
+
+
+def sync_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+async def measure(case: Case, reranker: RerankerModel, request: RerankInput, settings: Settings) -> None:
+    """Fill `case` with latencies: `clients` concurrent loops of `requests` requests each."""
+    device = reranker.device
+    engine = None if case.variant == "reference" else Engine(
+        Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant == "engine"}), reranker)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        if engine is None:
+            await asyncio.to_thread(run_reference, reranker, request)
+        else:
+            await engine.rerank(request)
+        sync_device(device)
+        return (time.perf_counter() - start) * 1000
+
+    async def client() -> list[float]:
+        return [await one() for _ in range(case.requests)]
+
+    try:
+        await one()  # warm-up
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rss_before = rss_mb()
+        start = time.perf_counter()
+        results = await asyncio.gather(*(client() for _ in range(case.clients)))
+        wall = time.perf_counter() - start
+        case.rss_growth_mb = rss_mb() - rss_before
+    finally:
+        if engine is not None:
+            engine.close()
+    case.latencies_ms = [x for r in results for x in r]
+    case.pairs_per_s = case.documents * len(case.latencies_ms) / wall
+    case.p50_ms = statistics.median(case.latencies_ms)
+    case.p95_ms = percentile(case.latencies_ms, 95)
+    case.peak_memory_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                           else _peak_rss_mb())
+    case.achieved_tflops = case.flops_per_request * len(case.latencies_ms) / wall / 1e12
+
+
+def asdict_settings(settings: Settings) -> dict:
+    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine_facts(device: torch.device) -> dict:
+    import transformers
+
+    facts = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu": _cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        facts["gpu"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", choices=sorted(PLANS), default="cpu")
+    parser.add_argument("--shape", choices=["tiny", "mini", "2b"], help="default: mini on CPU, 2b on GPU")
+    parser.add_argument("--model-dir", type=Path, help="a checkpoint dir (config + processor; weights optional)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md, plot.png")
+    args = parser.parse_args()
+
+    from sidecar.models.loading import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    shape_name = args.shape or ("2b" if device.type == "cuda" else "mini")
+    model_dir = args.model_dir or Path.home() / ".cache" / "rerank-sidecar" / f"bench-{shape_name}"
+    if not (model_dir / "config.json").exists():
+        from sidecar.models.tiny import make_tiny_model
+
+        make_tiny_model(model_dir, shape=shape_name, save_weights=False)
+    torch.manual_seed(0)
+    print(f"loading a random {shape_name} Qwen3-VL on {device} ({dtype})", flush=True)
+    model, processor = load_pretrained(str(model_dir), device, dtype)
+    reranker = RerankerModel(f"random-{shape_name}", model, processor)
+    shape = Shape.from_config(model.config)
+    del model
+    settings = Settings(max_batch_tokens=args.max_batch_tokens)
+    facts = machine_facts(device)
+    facts.update(shape=shape_name, dtype=str(dtype).removeprefix("torch."), max_batch_tokens=args.max_batch_tokens,
+                 plan=args.plan)
+    if device.type == "cuda":
+        facts["peak_matmul_tflops"] = peak_matmul_flops(device, dtype) / 1e12
+        print(f"measured {dtype} matmul peak: {facts['peak_matmul_tflops']:.0f} TFLOP/s", flush=True)
+
+    requests: dict[tuple[str, int], RerankInput] = {}
+    for workload in ("text-query/text-docs", "text+image-query/text-docs"):
+        request = requests.setdefault((workload, 100), build_request(reranker, workload, 100))
+        facts[f"parity {workload} K=100"] = parity(reranker, request)
+        print(f"parity {workload}: {facts[f'parity {workload} K=100']}", flush=True)
+
+    cases: list[Case] = []
+    for workload, k, variants, clients, per_client in PLANS[args.plan]:
+        request = requests.setdefault((workload, k), build_request(reranker, workload, k))
+        for variant in variants:
+            # The reference loop is slow by design: a few requests measure it well enough.
+            case = Case(workload, variant, k, clients, min(per_client, 3) if variant == "reference" else per_client)
+            case.flops_per_request, _ = request_flops(reranker, shape, request, reuse=variant == "engine")
+            asyncio.run(measure(case, reranker, request, settings))
+            if "peak_matmul_tflops" in facts:
+                case.mfu = case.achieved_tflops / facts["peak_matmul_tflops"]
+            cases.append(case)
+            print(report.line(case), flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": facts, "cases": [asdict(c) for c in cases], "targets": report.targets(cases, device.type)}
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+    (args.out / "results.md").write_text(report.markdown(facts, cases, payload["targets"]))
+    report.plot(cases, args.out / "plot.png", facts)
+    print((args.out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
