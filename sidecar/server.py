@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
+from sidecar.api.http_app import start_http_server
 from sidecar.settings import Settings
 
 log = logging.getLogger("sidecar")
@@ -98,6 +99,10 @@ async def serve(settings: Settings) -> None:
     runtime = Runtime(settings)
     server, health, port = await start_grpc_server(runtime, settings.host, settings.port)
     log.info("gRPC listening on %s:%d (health NOT_SERVING until the model is loaded)", settings.host, port)
+    http = None
+    if settings.http:
+        http, http_port = await start_http_server(runtime, settings.host, settings.http_port)
+        log.info("HTTP listening on %s:%d (/ready 503 until the model is loaded)", settings.host, http_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,15 +111,19 @@ async def serve(settings: Settings) -> None:
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if load in done:
-        runtime.engine = load.result()
-        await warm_up(runtime.engine)
+        engine = load.result()
+        await warm_up(engine)
+        runtime.engine = engine  # requests and /ready on either face see the engine only once warm
         for service in ("", SERVICE_NAME):
             await health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("ready: serving on %s:%d", settings.host, port)
         await waiter
     log.info("shutting down: draining in-flight requests (up to %.0fs)", settings.drain_seconds)
     await health.enter_graceful_shutdown()
-    await server.stop(grace=settings.drain_seconds)
+    stopping = [server.stop(grace=settings.drain_seconds)]
+    if http is not None:
+        stopping.append(http.stop())
+    await asyncio.gather(*stopping)
     if runtime.engine is not None:
         runtime.engine.close()
     log.info("stopped")

@@ -14,6 +14,8 @@ class Settings:
     embedding_model: str | None = None  # embedding checkpoint: hub id or local directory
     host: str = "127.0.0.1"
     port: int = 50051
+    http: bool = True  # serve the HTTP face (Cohere/Jina/TEI-compatible JSON) beside gRPC
+    http_port: int = 8080
     device: str = "auto"  # "auto" = first CUDA device if any, else CPU
     dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU
     attn_implementation: str = "sdpa"
@@ -30,5 +32,5 @@ class Settings:
     max_media_bytes: int = 20 * 1024 * 1024  # per image or video frame
     max_media_redirects: int = 3
     max_image_pixels: int = 64_000_000  # decoded pixels per image: decompression-bomb guard
-    max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request
+    max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish

@@ -66,7 +66,7 @@ class ServerProcess:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [sys.executable, "-m", "sidecar.cli", "serve", "--port", str(self.port), *args]
+        command = [sys.executable, "-m", "sidecar.cli", "serve", "--port", str(self.port), "--http-port", "0", *args]
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
 

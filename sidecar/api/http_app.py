@@ -290,5 +290,4 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
             task.result()  # re-raise a startup failure
             raise SystemExit(f"HTTP server on {host}:{bound} stopped during startup")
         await asyncio.sleep(0.01)
-    log.info("HTTP listening on %s:%d", host, bound)
     return HttpServer(server, task, bound), bound

@@ -7,15 +7,17 @@ Dialects (one parser and one response builder each; every route is thin over the
   optional `top_n` (>= 1; default all), `return_documents`, `model` (accepted, not used: this
   server scores with the model it loaded), `instruction` (extension: the reranker's task
   instruction), `media_in_strings` (extension, default true: see below). `max_tokens_per_doc`
-  (Cohere), `rank_fields` and unknown fields are accepted and ignored: the engine truncates each
-  pair at the model's maximum length, keeping the end of the prompt, instead of cutting each
-  document. Cohere and Jina requests are compatible, so both routes parse one superset and answer
-  one superset: `{id, model, results: [{index, relevance_score, document?}], meta: {billed_units:
-  {search_units}, tokens: {input_tokens}}, usage: {total_tokens}}` (each client reads its own
-  fields and ignores the others). The one behaviour that differs is the `return_documents`
-  default: Jina's is true, Cohere's false. A request is Jina-style, and defaults to true, when
-  its query is an object or any document object has `image`/`images` (Cohere has neither); any
-  other request defaults to false. Send `return_documents` explicitly to be independent of this.
+  (Cohere) is checked to be a positive integer and otherwise ignored, like `rank_fields`,
+  `api_version` and any unknown field: the engine truncates each pair at the model's maximum
+  length, keeping the end of the prompt, instead of cutting each document.
+  Cohere and Jina requests are compatible, so both routes parse one superset and answer one
+  superset: `{id, model, results: [{index, relevance_score, document?}], meta: {api_version,
+  billed_units: {search_units}, tokens: {input_tokens}}, usage: {total_tokens}}` (each client
+  reads its own fields and ignores the others). The one behaviour that differs is the
+  `return_documents` default: Jina's is true, Cohere's false. A request is Jina-style, and
+  defaults to true, when its query is an object or any document object has `image`/`images`
+  (Cohere has neither); any other request defaults to false. Send `return_documents` explicitly
+  to be independent of this rule.
 * **TEI** (`POST /rerank`): `{query, texts: [str], raw_scores?, return_text?, truncate?,
   truncation_direction?}` -> `[{index, score, text?}]`, best first. `score` is the probability
   sigmoid(logit_yes - logit_no), or that logit itself with `raw_scores: true`. `truncate` and
@@ -37,8 +39,10 @@ Everything else keeps its meaning as text: a string that is a URL or a path, a l
 `image: x.png` (YAML and docker-compose files contain such lines), JSON with any other key, or a
 JSON object without `image`/`images`. Once a string is recognised, a wrong type or an unusable
 reference is an error naming the document, never a silent fallback to text. A request can turn
-recognition off with `"media_in_strings": false`. OpenSearch's rerank processor concatenates its
-`document_fields` without a separator, so store the whole JSON in one field and name only that one.
+recognition off with `"media_in_strings": false`, e.g. where indexed text comes from untrusted
+authors (references are fetched under the same limits and private-address refusal as any image
+URL). OpenSearch's rerank processor concatenates its `document_fields` without a separator, so
+store the whole JSON in one field and name only that one.
 """
 
 from __future__ import annotations
