@@ -17,6 +17,9 @@ FLAG_HELP = {
     "embedding_model": "embedding checkpoint: hub id (e.g. Qwen/Qwen3-VL-Embedding-2B) or local directory",
     "host": "address to bind; keep 127.0.0.1 unless a network policy protects the port",
     "port": "gRPC port (0 picks a free one and logs it)",
+    "http": "serve the HTTP face (Cohere /v1|v2/rerank, Jina /v1/rerank, TEI /rerank, /health, /ready, /info) "
+    "on --http-port beside gRPC; --no-http serves gRPC only",
+    "http_port": "HTTP port on the same --host (0 picks a free one and logs it)",
     "device": "torch device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...",
     "dtype": "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16",
     "attn_implementation": "attention kernel: sdpa (default), eager, or flash_attention_2 if installed",
@@ -33,7 +36,7 @@ FLAG_HELP = {
     "max_media_bytes": "largest image file accepted, bytes",
     "max_media_redirects": "redirects followed per media URL",
     "max_image_pixels": "largest decoded image, pixels (decompression-bomb guard)",
-    "max_message_bytes": "largest gRPC request, bytes; larger is RESOURCE_EXHAUSTED",
+    "max_message_bytes": "largest gRPC request or HTTP request body, bytes; larger is RESOURCE_EXHAUSTED / HTTP 413",
     "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish",
 }
 
@@ -59,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve = commands.add_parser("serve", help="run the gRPC server (and the HTTP face)")
     _add_settings_flags(serve)
 
     tiny = commands.add_parser("make-tiny-model", help="write a random Qwen3-VL checkpoint (no hub access)")
