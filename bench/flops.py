@@ -30,15 +30,30 @@ class Shape:
     @classmethod
     def from_config(cls, config) -> Shape:
         t, v = config.text_config, config.vision_config
-        return cls(t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads, t.head_dim,
-                   t.intermediate_size, v.depth, v.hidden_size, v.intermediate_size, v.out_hidden_size,
-                   len(v.deepstack_visual_indexes), v.patch_size, v.temporal_patch_size, v.spatial_merge_size)
+        return cls(
+            t.hidden_size,
+            t.num_hidden_layers,
+            t.num_attention_heads,
+            t.num_key_value_heads,
+            t.head_dim,
+            t.intermediate_size,
+            v.depth,
+            v.hidden_size,
+            v.intermediate_size,
+            v.out_hidden_size,
+            len(v.deepstack_visual_indexes),
+            v.patch_size,
+            v.temporal_patch_size,
+            v.spatial_merge_size,
+        )
 
 
 def decoder_flops(shape: Shape, new_tokens: int, context_before: int = 0) -> float:
     """FLOPs to run `new_tokens` through the decoder after `context_before` cached tokens."""
     q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    per_token = 2 * (shape.hidden * q + 2 * shape.hidden * kv + q * shape.hidden) + 2 * 3 * shape.hidden * shape.intermediate
+    per_token = (
+        2 * (shape.hidden * q + 2 * shape.hidden * kv + q * shape.hidden) + 2 * 3 * shape.hidden * shape.intermediate
+    )
     # Token i attends to context_before + i + 1 keys: QK^T and AV are 2 * q each per key.
     attended = new_tokens * context_before + new_tokens * (new_tokens + 1) / 2
     return shape.layers * (per_token * new_tokens + 4 * q * attended)

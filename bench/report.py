@@ -5,10 +5,13 @@ from __future__ import annotations
 
 def line(case) -> str:
     mfu = f" mfu={case.mfu:.1%}" if case.mfu is not None else ""
-    return (f"{case.workload:28s} K={case.documents:<5d} {case.variant:9s} clients={case.clients} "
-            f"pairs/s={case.pairs_per_s:9.1f} p50={case.p50_ms:9.1f}ms p95={case.p95_ms:9.1f}ms "
-            f"GFLOP/req={case.flops_per_request / 1e9:9.1f} TFLOP/s={case.achieved_tflops:6.2f}{mfu} "
-            f"peak_mem={case.peak_memory_mb:8.0f}MB rss_growth={case.rss_growth_mb:+.0f}MB")
+    return (
+        f"{case.workload:28s} K={case.documents:<5d} {case.variant:9s} clients={case.clients} "
+        f"pairs/s={case.pairs_per_s:9.1f} p50={case.p50_ms:9.1f}ms p95={case.p95_ms:9.1f}ms "
+        f"GFLOP/req={case.flops_per_request / 1e9:9.1f} TFLOP/s={case.achieved_tflops:6.2f}{mfu} "
+        f"peak_mem={case.peak_memory_mb:8.0f}MB rss_growth={case.rss_growth_mb:+.0f}MB "
+        f"pre={case.preprocessing_ms:.0f}ms infer={case.inference_ms:.0f}ms queue={case.queue_ms:.0f}ms"
+    )
 
 
 def _find(cases, workload, variant, k, clients=1):
@@ -32,26 +35,40 @@ def targets(cases, device_type: str) -> list[dict]:
             bound = ref.flops_per_request / full.flops_per_request
             check(f"{workload} K=100: (c)/(a) speedup", round(speedup, 2), f"FLOP bound {bound:.2f}x", None)
             if device_type == "cpu":
-                check(f"{workload} K=100: share of FLOP bound", round(speedup / bound, 3), ">= 0.90",
-                      speedup / bound >= 0.9)
+                check(
+                    f"{workload} K=100: share of FLOP bound",
+                    round(speedup / bound, 3),
+                    ">= 0.90",
+                    speedup / bound >= 0.9,
+                )
             else:
                 check(f"{workload} K=100: (c) >= 10x (a)", round(speedup, 2), ">= 10", speedup >= 10)
         if batched and full and workload.startswith("text+image") and device_type == "cpu":
             ratio = full.pairs_per_s / batched.pairs_per_s
             check(f"{workload} K=100: (c)/(b)", round(ratio, 2), ">= 2", ratio >= 2)
     if device_type == "cpu":
-        one, many = _find(cases, "text-query/text-docs", "engine", 100), _find(cases, "text-query/text-docs", "engine", 100, 8)
+        one, many = (
+            _find(cases, "text-query/text-docs", "engine", 100),
+            _find(cases, "text-query/text-docs", "engine", 100, 8),
+        )
         if one and many:
             ratio = many.pairs_per_s / one.pairs_per_s
             check("8 clients K=100: aggregate / one client", round(ratio, 2), ">= 0.95", ratio >= 0.95)
-            check("8 clients K=100: p95 / p50", round(many.p95_ms / many.p50_ms, 2), "<= 2",
-                  many.p95_ms <= 2 * many.p50_ms)
+            check(
+                "8 clients K=100: p95 / p50",
+                round(many.p95_ms / many.p50_ms, 2),
+                "<= 2",
+                many.p95_ms <= 2 * many.p50_ms,
+            )
     else:
         full = _find(cases, "text-query/text-docs", "engine", 100)
         if full:
             check("K=100 text: p50 latency (ms)", round(full.p50_ms, 1), "<= 250", full.p50_ms <= 250)
             check("K=100 text: model FLOP utilisation", round(full.mfu or 0, 3), ">= 0.40", (full.mfu or 0) >= 0.4)
-        one, many = _find(cases, "text-query/text-docs", "engine", 10), _find(cases, "text-query/text-docs", "engine", 10, 8)
+        one, many = (
+            _find(cases, "text-query/text-docs", "engine", 10),
+            _find(cases, "text-query/text-docs", "engine", 10, 8),
+        )
         if one and many:
             ratio = many.pairs_per_s / one.pairs_per_s
             check("8 clients K=10: aggregate / one client", round(ratio, 2), ">= 1.5", ratio >= 1.5)
@@ -63,15 +80,24 @@ def targets(cases, device_type: str) -> list[dict]:
 def markdown(facts: dict, cases, checks: list[dict]) -> str:
     out = ["# Reranking benchmark", ""]
     out += [f"- **{k}**: {v}" for k, v in facts.items()]
-    out += ["", "Variants: (a) `reference` = one pair per forward as the official code; (b) `batched` = the engine "
-            "without prefix reuse; (c) `engine` = batching + query-prefix reuse.", ""]
-    out += ["| workload | K | variant | clients | pairs/s | p50 ms | p95 ms | GFLOP/request | TFLOP/s | MFU | peak MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "Variants: (a) `reference` = one pair per forward as the official code; (b) `batched` = the engine "
+        "without prefix reuse; (c) `engine` = batching + query-prefix reuse.",
+        "",
+    ]
+    out += [
+        "| workload | K | variant | clients | pairs/s | p50 ms | p95 ms | GFLOP/request | TFLOP/s | MFU | peak MB "
+        "| pre ms | infer ms | queue ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in cases:
         mfu = f"{c.mfu:.1%}" if c.mfu is not None else "-"
-        out.append(f"| {c.workload} | {c.documents} | {c.variant} | {c.clients} | {c.pairs_per_s:.1f} | "
-                   f"{c.p50_ms:.0f} | {c.p95_ms:.0f} | {c.flops_per_request / 1e9:.1f} | {c.achieved_tflops:.3f} | "
-                   f"{mfu} | {c.peak_memory_mb:.0f} |")
+        out.append(
+            f"| {c.workload} | {c.documents} | {c.variant} | {c.clients} | {c.pairs_per_s:.1f} | "
+            f"{c.p50_ms:.0f} | {c.p95_ms:.0f} | {c.flops_per_request / 1e9:.1f} | {c.achieved_tflops:.3f} | "
+            f"{mfu} | {c.peak_memory_mb:.0f} | {c.preprocessing_ms:.0f} | {c.inference_ms:.0f} | {c.queue_ms:.0f} |"
+        )
     out += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in checks:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
@@ -93,8 +119,12 @@ def plot(cases, path, facts: dict) -> None:
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.27
     for i, variant in enumerate(variants):
-        values = [next((c.pairs_per_s for c in cases if (c.workload, c.documents, c.clients) == g
-                        and c.variant == variant), 0) for g in groups]
+        values = [
+            next(
+                (c.pairs_per_s for c in cases if (c.workload, c.documents, c.clients) == g and c.variant == variant), 0
+            )
+            for g in groups
+        ]
         ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=variant)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{w}\nK={k}, clients={n}" for w, k, n in groups], fontsize=7)

@@ -33,7 +33,7 @@ from bench.flops import Shape, decoder_flops, peak_matmul_flops, vision_flops  #
 from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
 from sidecar.models.loading import load_pretrained  # noqa: E402
 from sidecar.models.reranker import RerankerModel  # noqa: E402
-from sidecar.scheduler import Engine  # noqa: E402
+from sidecar.scheduler import Engine, min_saved_tokens  # noqa: E402
 from sidecar.settings import Settings  # noqa: E402
 from sidecar.types import RerankInput  # noqa: E402
 
@@ -56,6 +56,9 @@ class Case:
     mfu: float | None = None
     peak_memory_mb: float = 0.0
     rss_growth_mb: float = 0.0
+    preprocessing_ms: float = 0.0  # engine variants: mean per request, from the engine's own usage
+    inference_ms: float = 0.0
+    queue_ms: float = 0.0
 
 
 PLANS = {
@@ -96,8 +99,12 @@ def build_request(reranker: RerankerModel, workload: str, k: int) -> RerankInput
 
 
 def request_flops(reranker: RerankerModel, shape: Shape, request: RerankInput, reuse: bool) -> tuple[float, int]:
-    """FLOPs of one request's forwards, and its pair count, from the real token counts."""
-    prepared = reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse)
+    """FLOPs of one request's forwards, and its pair count, from the real token counts.
+
+    The prefix split follows the engine's own rule (Engine.min_saved_tokens for this device).
+    """
+    min_saved = min_saved_tokens(Settings(), reranker.device) if reuse else 0
+    prepared = reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse, min_saved_tokens=min_saved)
     prefix = prepared.prefix
     total = decoder_flops(shape, len(prefix)) if len(prefix) else 0.0
     total += sum(vision_flops(shape, int(v.grid_thw.prod())) for v in prefix.visuals)
@@ -117,8 +124,9 @@ def parity(reranker: RerankerModel, request: RerankInput) -> dict:
     """Largest score and logit differences of prefix reuse and of batching against one pair per forward."""
     full = logits_of(reranker, request, reuse=False)
     reused = logits_of(reranker, request, reuse=True)
-    single = torch.cat([logits_of(reranker, RerankInput(request.query, (d,)), reuse=False)
-                        for d in request.documents[:20]])
+    single = torch.cat(
+        [logits_of(reranker, RerankInput(request.query, (d,)), reuse=False) for d in request.documents[:20]]
+    )
     return {
         "prefix_reuse_vs_batched_max_logit_diff": float((full - reused).abs().max()),
         "prefix_reuse_vs_batched_max_score_diff": float((full.sigmoid() - reused.sigmoid()).abs().max()),
@@ -130,8 +138,9 @@ def parity(reranker: RerankerModel, request: RerankInput) -> dict:
 def run_reference(reranker: RerankerModel, request: RerankInput) -> None:
     """The official scoring loop: every pair prepared and forwarded on its own."""
     for doc in request.documents:
-        prepared = reranker.prepare(RerankInput(request.query, (doc,), request.instruction),
-                                    MediaResolver(MediaPolicy()), reuse_prefix=False)
+        prepared = reranker.prepare(
+            RerankInput(request.query, (doc,), request.instruction), MediaResolver(MediaPolicy()), reuse_prefix=False
+        )
         reranker.forward_rows(prepared.rows)
 
 
@@ -149,15 +158,20 @@ def rss_mb() -> float:
 async def measure(case: Case, reranker: RerankerModel, request: RerankInput, settings: Settings) -> None:
     """Fill `case` with latencies: `clients` concurrent loops of `requests` requests each."""
     device = reranker.device
-    engine = None if case.variant == "reference" else Engine(
-        Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant == "engine"}), reranker)
+    engine = (
+        None
+        if case.variant == "reference"
+        else Engine(Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant == "engine"}), reranker)
+    )
+
+    usage: list = []
 
     async def one() -> float:
         start = time.perf_counter()
         if engine is None:
             await asyncio.to_thread(run_reference, reranker, request)
         else:
-            await engine.rerank(request)
+            usage.append((await engine.rerank(request)).timings)
         sync_device(device)
         return (time.perf_counter() - start) * 1000
 
@@ -170,6 +184,7 @@ async def measure(case: Case, reranker: RerankerModel, request: RerankInput, set
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         rss_before = rss_mb()
+        usage.clear()
         start = time.perf_counter()
         results = await asyncio.gather(*(client() for _ in range(case.clients)))
         wall = time.perf_counter() - start
@@ -178,11 +193,14 @@ async def measure(case: Case, reranker: RerankerModel, request: RerankInput, set
         if engine is not None:
             engine.close()
     case.latencies_ms = [x for r in results for x in r]
+    if usage:
+        case.preprocessing_ms = statistics.mean(u.preprocessing_ms for u in usage)
+        case.inference_ms = statistics.mean(u.inference_ms for u in usage)
+        case.queue_ms = statistics.mean(u.queue_ms for u in usage)
     case.pairs_per_s = case.documents * len(case.latencies_ms) / wall
     case.p50_ms = statistics.median(case.latencies_ms)
     case.p95_ms = percentile(case.latencies_ms, 95)
-    case.peak_memory_mb = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-                           else _peak_rss_mb())
+    case.peak_memory_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb()
     case.achieved_tflops = case.flops_per_request * len(case.latencies_ms) / wall / 1e12
 
 
@@ -259,8 +277,12 @@ def main() -> None:
     del model
     settings = Settings(max_batch_tokens=args.max_batch_tokens)
     facts = machine_facts(device)
-    facts.update(shape=shape_name, dtype=str(dtype).removeprefix("torch."), max_batch_tokens=args.max_batch_tokens,
-                 plan=args.plan)
+    facts.update(
+        shape=shape_name,
+        dtype=str(dtype).removeprefix("torch."),
+        max_batch_tokens=args.max_batch_tokens,
+        plan=args.plan,
+    )
     if device.type == "cuda":
         facts["peak_matmul_tflops"] = peak_matmul_flops(device, dtype) / 1e12
         print(f"measured {dtype} matmul peak: {facts['peak_matmul_tflops']:.0f} TFLOP/s", flush=True)

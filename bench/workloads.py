@@ -23,11 +23,23 @@ def text_of_tokens(tokenizer, rng: random.Random, low: int, high: int) -> str:
     """Random product-like prose whose token count lies in [low, high]."""
     target = rng.randint(low, high)
     words: list[str] = []
-    while len(tokenizer.encode(" ".join(words))) < target:
-        words.append(rng.choice(WORDS))
+    estimate = 0
+    while estimate < target:  # cheap running estimate, corrected exactly below
+        word = rng.choice(WORDS)
+        words.append(word)
+        estimate += _word_tokens(tokenizer, word)
     while len(tokenizer.encode(" ".join(words))) > target:
         words.pop()
     return " ".join(words).capitalize() + "."
+
+
+_WORD_TOKENS: dict[str, int] = {}
+
+
+def _word_tokens(tokenizer, word: str) -> int:
+    if word not in _WORD_TOKENS:
+        _WORD_TOKENS[word] = len(tokenizer.encode(" " + word))
+    return _WORD_TOKENS[word]
 
 
 def random_image(size: int, seed: int) -> bytes:
@@ -55,7 +67,10 @@ def image_documents(tokenizer, count: int, size: int = 320, seed: int = 0) -> tu
     """Documents of one image and a ~30-token caption each."""
     rng = random.Random(seed)
     return tuple(
-        ItemInput(text=text_of_tokens(tokenizer, rng, 20, 40), images=(MediaRef(data=random_image(size, 100 + i)),),
-                  id=f"i{i}")
+        ItemInput(
+            text=text_of_tokens(tokenizer, rng, 20, 40),
+            images=(MediaRef(data=random_image(size, 100 + i)),),
+            id=f"i{i}",
+        )
         for i in range(count)
     )

@@ -28,6 +28,8 @@ FLAG_HELP = {
     "max_documents": "documents per request; more is INVALID_ARGUMENT",
     "max_queued_pairs": "pairs waiting for the model; beyond this requests fail fast with RESOURCE_EXHAUSTED",
     "prefix_reuse": "compute the shared system+instruction+query prefix once per request (--no-prefix-reuse to compare)",
+    "prefix_reuse_min_saved_tokens": "reuse the prefix only if it saves this many tokens (prefix x (docs-1)); "
+    "unset = auto: 0 on CPU, 2048 on CUDA",
     "preprocess_workers": "threads that fetch/decode media and tokenise while the model computes",
     "media_root": "directory under which local media paths may be read; unset disables local paths",
     "allow_private_urls": "allow media URLs on loopback/private/link-local addresses (off: SSRF protection)",
@@ -53,7 +55,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif "Path" in str(field.type):
             parser.add_argument(flag, dest=field.name, type=Path, default=default, help=help_text)
         else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
             parser.add_argument(flag, dest=field.name, type=kind, default=default, help=help_text)
 
 
@@ -85,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write config and processor only; the loader initialises random weights",
     )
+
+    # `demo`: everything it needs lives in sidecar/demo.py (imported lazily: no torch here).
+    from sidecar.demo import add_arguments as add_demo_arguments
+
+    demo = commands.add_parser(
+        "demo", help="index a bundled catalogue into Milvus Lite and show first-stage vs reranked results"
+    )
+    add_demo_arguments(demo)
     return parser
 
 
@@ -105,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
             args.directory, shape=args.shape, seed=args.seed, save_weights=not args.no_weights, kind=args.kind
         )
         print(f"wrote a random {args.shape} Qwen3-VL {args.kind} checkpoint to {path}")
+    elif args.command == "demo":
+        from sidecar.demo import run_demo
+
+        sys.exit(run_demo(args))
 
 
 if __name__ == "__main__":

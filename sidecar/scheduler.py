@@ -31,6 +31,17 @@ from sidecar.types import ItemInput, RerankInput, Timings
 log = logging.getLogger(__name__)
 
 
+def min_saved_tokens(settings: Settings, device: torch.device | None) -> int:
+    """Tokens a request's prefix reuse must save to be worth its separate forward.
+
+    Auto: 0 on a CPU, where every token is compute; 2048 on CUDA, where a short batch-1 prefix
+    forward is launch-bound (about 25 ms on an H100 for the 2B shape, whatever its length).
+    """
+    if settings.prefix_reuse_min_saved_tokens is not None:
+        return settings.prefix_reuse_min_saved_tokens
+    return 2048 if device is not None and device.type == "cuda" else 0
+
+
 @dataclass
 class RerankOutcome:
     """Per-document logits in request order, and what the request cost."""
@@ -84,6 +95,7 @@ class Engine:
         self.reranker = reranker
         self.embedder = embedder
         self.models = {"reranker": reranker, "embedding": embedder}
+        self.min_saved_tokens = min_saved_tokens(settings, reranker.device if reranker else None)
         self.policy = MediaPolicy(
             media_root=settings.media_root,
             allow_private_urls=settings.allow_private_urls,
@@ -116,7 +128,7 @@ class Engine:
             "reranker",
             len(request.documents),
             deadline,
-            lambda: self.reranker.prepare(request, resolver, reuse_prefix=self.settings.prefix_reuse),
+            lambda: self.reranker.prepare(request, resolver, self.settings.prefix_reuse, self.min_saved_tokens),
         )
         return RerankOutcome(job.outputs, job.timings)
 

@@ -24,6 +24,10 @@ class Settings:
     max_documents: int = 1000  # documents per Rerank (inputs per Embed) request
     max_queued_pairs: int = 8192  # pairs admitted but not yet scored; beyond -> RESOURCE_EXHAUSTED
     prefix_reuse: bool = True  # compute the shared query prefix once per request
+    # Reuse the prefix only when it saves at least this many tokens (shared length x (documents - 1)):
+    # the separate prefix forward costs a fixed overhead that a GPU notices on small requests.
+    # None = auto: 0 on CPU (every saved token counts), 2048 on CUDA.
+    prefix_reuse_min_saved_tokens: int | None = None
     preprocess_workers: int = 2  # threads for media decoding and tokenisation
     media_root: Path | None = None  # local media paths are allowed only under this directory
     allow_private_urls: bool = False  # allow http(s) media URLs on loopback/private/link-local addresses

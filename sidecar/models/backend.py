@@ -60,5 +60,5 @@ class QwenBackend:
 
     def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
+            return tensor.contiguous().pin_memory().to(self.device, non_blocking=True)
         return tensor

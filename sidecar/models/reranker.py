@@ -84,8 +84,13 @@ class RerankerModel(QwenBackend):
 
     # ---- preparation (CPU) -------------------------------------------------------------------
 
-    def prepare(self, request: RerankInput, resolver: MediaResolver, reuse_prefix: bool = True) -> PreparedRerank:
-        """Resolve media, build and tokenize every pair, split off the shared prefix."""
+    def prepare(
+        self, request: RerankInput, resolver: MediaResolver, reuse_prefix: bool = True, min_saved_tokens: int = 0
+    ) -> PreparedRerank:
+        """Resolve media, build and tokenize every pair, split off the shared prefix.
+
+        The prefix is split off only when it saves at least `min_saved_tokens` forwarded tokens.
+        """
         vp = self.visual_processor
         query = vp.item(request.query, "query", resolver)
         docs = [vp.item(doc, f"documents[{i}]", resolver) for i, doc in enumerate(request.documents)]
@@ -100,6 +105,8 @@ class RerankerModel(QwenBackend):
         sequences = [truncate_rerank_pair(ids, self.max_length, self.special_ids) for ids in encoded]
         n_query_blocks = sum(v.placeholder.count("<|vision_start|>") for v in query.visuals)
         shared = self._shared_length(sequences, n_query_blocks) if reuse_prefix and len(sequences) > 1 else 0
+        if shared * (len(sequences) - 1) < min_saved_tokens:
+            shared = 0
         prefix = self._make_prefix(sequences[0][:shared] if shared else [], query.visuals if shared else [])
         rows = [self._make_row(i, seq, prefix, query, d) for i, (seq, d) in enumerate(zip(sequences, docs))]
         frames = sum(v.frames for item in [query, *docs] for v in item.visuals)
