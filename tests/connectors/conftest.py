@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import ServerProcess, free_port
 from tests.connectors.corpus import CORPUS, item_of
 from tests.connectors.engines_fixtures import (  # noqa: F401 - Elasticsearch/OpenSearch nodes, clients, indices
+    dsl,
     elasticsearch_node,
     es_client,
     es_products,

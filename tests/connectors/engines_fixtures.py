@@ -73,19 +73,25 @@ class EngineNode:
             with urllib.request.urlopen(self.url + "/", timeout=3) as response:
                 info, headers = json.load(response), response.headers
         except OSError:
-            return False
+            return False  # nothing listens (or not HTTP): start it
+        except ValueError:
+            info, headers = {}, {}  # answers, but not with JSON
         is_opensearch = info.get("version", {}).get("distribution") == "opensearch"
         is_elasticsearch = headers.get("X-Elastic-Product") == "Elasticsearch"
         if (self.engine == "opensearch" and is_opensearch) or (self.engine == "elasticsearch" and is_elasticsearch):
             return True
-        pytest.fail(f"port {self.port} answers, but not as {self.engine}: {info}; set RERANK_TEST_{self.engine.upper()}_PORT")
+        pytest.fail(
+            f"port {self.port} answers, but not as {self.engine}: {info}; set RERANK_TEST_{self.engine.upper()}_PORT"
+        )
 
     def start(self) -> None:
         if self.answering():
             return
         result = self.script("start", 1800)  # installs first when the cache is cold (downloads from Maven)
         if result.returncode != 0:
-            pytest.fail(f"tests/engines/{self.engine}.sh start failed (port {self.port}):\n{result.stdout}\n{result.stderr}")
+            pytest.fail(
+                f"tests/engines/{self.engine}.sh start failed (port {self.port}):\n{result.stdout}\n{result.stderr}"
+            )
         self.started = True
 
     def stop(self) -> None:
@@ -159,7 +165,7 @@ class FakeEngine:
     status: int = 200
     body: Any = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # header names lower-cased
 
     def reply(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.status, self.body, self.headers = status, body, dict(headers or {})
@@ -207,7 +213,7 @@ def fake_engine() -> Iterator[FakeEngine]:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
                 self.rfile.read(length)
-            fake.requests.append((self.command, self.path, dict(self.headers)))
+            fake.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
             data = fake.body if isinstance(fake.body, bytes) else json.dumps(fake.body).encode()
             self.send_response(fake.status)
             content_type = "text/plain" if isinstance(fake.body, bytes) else "application/json"
@@ -262,3 +268,41 @@ def connector_factories(request: pytest.FixtureRequest) -> dict[str, Callable[..
         return OpenSearchConnector(request.getfixturevalue("os_client"), INDEX, mapping, **options)
 
     return {"qdrant": qdrant, "milvus-lite": milvus, "elasticsearch": elasticsearch, "opensearch": opensearch}
+
+
+@dataclass
+class DslEngine:
+    """One of the two query-DSL engines, for tests that run the same way on both."""
+
+    name: str  # "elasticsearch" or "opensearch"
+    client: Any
+    url: str
+
+    @property
+    def module(self) -> Any:
+        import importlib
+
+        return importlib.import_module(f"connectors.{self.name}")
+
+    def connector(self, index: str = INDEX, mapping: Any = None, **options: Any) -> Any:
+        cls = self.module.ElasticsearchConnector if self.name == "elasticsearch" else self.module.OpenSearchConnector
+        return cls(self.client, index, mapping, **options)
+
+    def index(self, index: str, documents: Any, **options: Any) -> Any:
+        return self.module.index_documents(self.client, index, documents, progress=False, **options)
+
+    def count(self, index: str) -> int:
+        return int(self.client.count(index=index)["count"])
+
+    def properties(self, index: str) -> dict[str, Any]:
+        return dict(self.client.indices.get_mapping(index=index)[index]["mappings"]["properties"])
+
+
+@pytest.fixture(params=["elasticsearch", "opensearch"])
+def dsl(request) -> DslEngine:
+    """Elasticsearch, then OpenSearch: the real node's client and URL."""
+    if request.param == "elasticsearch":
+        return DslEngine(
+            "elasticsearch", request.getfixturevalue("es_client"), request.getfixturevalue("elasticsearch_node").url
+        )
+    return DslEngine("opensearch", request.getfixturevalue("os_client"), request.getfixturevalue("opensearch_node").url)
