@@ -110,13 +110,20 @@ async def serve(settings: Settings) -> None:
     load = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    failure: BaseException | None = None
     if load in done:
-        engine = load.result()
-        await warm_up(engine)
-        runtime.engine = engine  # requests and /ready on either face see the engine only once warm
-        for service in ("", SERVICE_NAME):
-            await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("ready: serving on %s:%d", settings.host, port)
+        try:
+            engine = load.result()
+        except (Exception, SystemExit) as exc:  # a model that cannot load stops the process cleanly
+            failure = exc
+            log.error("cannot load the models: %s", exc)
+            stop.set()
+        else:
+            await warm_up(engine)
+            runtime.engine = engine  # requests and /ready on either face see the engine only once warm
+            for service in ("", SERVICE_NAME):
+                await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            log.info("ready: serving on %s:%d", settings.host, port)
         await waiter
     log.info("shutting down: draining in-flight requests (up to %.0fs)", settings.drain_seconds)
     await health.enter_graceful_shutdown()
@@ -127,3 +134,5 @@ async def serve(settings: Settings) -> None:
     if runtime.engine is not None:
         runtime.engine.close()
     log.info("stopped")
+    if failure is not None:
+        raise SystemExit(f"rerank-sidecar: cannot load the models: {failure}")
