@@ -131,6 +131,18 @@ class Hit:
     rank: int
 
 
+def modes_for(has_dense: bool, has_sparse: bool) -> frozenset[SearchMode]:
+    """The modes an index supports: dense with a dense vector, bm25 with a sparse one, hybrid with both."""
+    modes: set[SearchMode] = set()
+    if has_dense:
+        modes.add("dense")
+    if has_sparse:
+        modes.add("bm25")
+    if len(modes) == 2:
+        modes.add("hybrid")
+    return frozenset(modes)
+
+
 class Connector(ABC):
     """First-stage search over one collection of one engine.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, engine_errors
+from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, engine_errors, modes_for
 from connectors.errors import FieldMappingError
 from connectors.indexing import Progress, batches, document_vectors
 
@@ -99,14 +99,7 @@ class MilvusConnector(Connector):
 
     @property
     def supported_modes(self) -> frozenset[SearchMode]:
-        modes: set[SearchMode] = set()
-        if self.dense_name:
-            modes.add("dense")
-        if self.sparse_name:
-            modes.add("bm25")
-        if len(modes) == 2:
-            modes.add("hybrid")
-        return frozenset(modes)
+        return modes_for(bool(self.dense_name), bool(self.sparse_name))
 
     @property
     def vector_size(self) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import grpc
 
-from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, engine_errors
+from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, engine_errors, modes_for
 from connectors.errors import FieldMappingError
 from connectors.indexing import Progress, batches, document_vectors
 from connectors.sparse import Bm25Encoder
@@ -99,14 +99,7 @@ class QdrantConnector(Connector):
 
     @property
     def supported_modes(self) -> frozenset[SearchMode]:
-        modes: set[SearchMode] = set()
-        if self.dense_name is not None:
-            modes.add("dense")
-        if self.sparse_name is not None:
-            modes.add("bm25")
-        if len(modes) == 2:
-            modes.add("hybrid")
-        return frozenset(modes)
+        return modes_for(self.dense_name is not None, self.sparse_name is not None)
 
     @property
     def vector_size(self) -> int | None:

@@ -70,10 +70,13 @@ def _collapse_video_wrappers(text: str) -> str:
     return pattern.sub(r"\1", text)
 
 
-def reference_inputs(processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240):
+def processed_conversation(processor, conv: list[dict], edit_ids=None):
+    """Template, qwen-vl-utils media and the processor, as the reference runs them for one conversation.
+
+    `edit_ids` may rewrite the token ids (the reranker's truncation) before masks and types are built.
+    """
     from qwen_vl_utils import process_vision_info
 
-    conv = conversation(query, document, instruction)
     text = processor.apply_chat_template([conv], tokenize=False, add_generation_prompt=True)
     images, videos, video_kwargs = process_vision_info(
         [conv], image_patch_size=16, return_video_kwargs=True, return_video_metadata=True
@@ -99,15 +102,24 @@ def reference_inputs(processor, query: dict, document: dict, instruction: str | 
         if fixed != expanded
         else inputs["input_ids"][0].tolist()
     )
-    ids = truncate(ids[:-5], max_length, set(processor.tokenizer.all_special_ids)) + ids[-5:]
+    if edit_ids is not None:
+        ids = edit_ids(ids)
     inputs["input_ids"] = torch.tensor([ids])
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    image_id, video_id = processor.image_token_id, processor.video_token_id
     types = torch.zeros_like(inputs["input_ids"])
-    types[inputs["input_ids"] == image_id] = 1
-    types[inputs["input_ids"] == video_id] = 2
+    types[inputs["input_ids"] == processor.image_token_id] = 1
+    types[inputs["input_ids"] == processor.video_token_id] = 2
     inputs["mm_token_type_ids"] = types
     return inputs
+
+
+def reference_inputs(processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240):
+    special = set(processor.tokenizer.all_special_ids)
+    return processed_conversation(
+        processor,
+        conversation(query, document, instruction),
+        lambda ids: truncate(ids[:-5], max_length, special) + ids[-5:],
+    )
 
 
 @torch.no_grad()
@@ -141,35 +153,6 @@ def embedding_conversation(item: dict, instruction: str | None = None) -> list[d
 @torch.no_grad()
 def reference_embedding(base_model, processor, item: dict, instruction: str | None = None) -> torch.Tensor:
     """One un-batched forward of the base model, last-token pooling, L2 normalisation."""
-    from qwen_vl_utils import process_vision_info
-
-    conv = embedding_conversation(item, instruction)
-    text = processor.apply_chat_template([conv], tokenize=False, add_generation_prompt=True)
-    images, videos, video_kwargs = process_vision_info(
-        [conv], image_patch_size=16, return_video_kwargs=True, return_video_metadata=True
-    )
-    metadata = None
-    if videos is not None:
-        videos, metadata = (list(x) for x in zip(*videos))
-    inputs = processor(
-        text=text,
-        images=images,
-        videos=videos,
-        video_metadata=metadata,
-        truncation=False,
-        padding=False,
-        do_resize=False,
-        return_tensors="pt",
-        **video_kwargs,
-    )
-    expanded = processor.tokenizer.decode(inputs["input_ids"][0])
-    fixed = _collapse_video_wrappers(expanded)
-    if fixed != expanded:
-        inputs["input_ids"] = torch.tensor([processor.tokenizer(fixed, add_special_tokens=False)["input_ids"]])
-        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    types = torch.zeros_like(inputs["input_ids"])
-    types[inputs["input_ids"] == processor.image_token_id] = 1
-    types[inputs["input_ids"] == processor.video_token_id] = 2
-    inputs["mm_token_type_ids"] = types
+    inputs = processed_conversation(processor, embedding_conversation(item, instruction))
     hidden = base_model(**inputs).last_hidden_state[0, -1]
     return torch.nn.functional.normalize(hidden, p=2, dim=-1)
