@@ -36,6 +36,7 @@ FLAG_HELP = {
     "fetch_connect_timeout_s": "media URL connect timeout, seconds",
     "fetch_read_timeout_s": "media URL read timeout, seconds",
     "max_media_bytes": "largest image file accepted, bytes",
+    "max_video_bytes": "largest video file accepted (Video.uri), bytes",
     "max_media_redirects": "redirects followed per media URL",
     "max_image_pixels": "largest decoded image, pixels (decompression-bomb guard)",
     "max_message_bytes": "largest gRPC request or HTTP request body, bytes; larger is RESOURCE_EXHAUSTED / HTTP 413",
@@ -95,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="index a bundled catalogue into Milvus Lite and show first-stage vs reranked results"
     )
     add_demo_arguments(demo)
+
+    # `opensearch-setup`: everything it needs lives in sidecar/opensearch_setup.py (stdlib only).
+    from sidecar.opensearch_setup import add_arguments as add_opensearch_arguments
+
+    opensearch = commands.add_parser(
+        "opensearch-setup", help="create/update the ML-commons connector, model and rerank search pipeline"
+    )
+    add_opensearch_arguments(opensearch)
+
+    # --- demo stack (issue #8): `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
+    from sidecar.loader import add_arguments as add_loader_arguments
+    from sidecar.web.cli import add_arguments as add_web_arguments
+
+    add_loader_arguments(
+        commands.add_parser("load-catalogue", help="index the bundled catalogue into running engines (compose loader)")
+    )
+    add_web_arguments(commands.add_parser("web", help="serve the search page against running engines and a sidecar"))
     return parser
 
 
@@ -119,6 +137,18 @@ def main(argv: list[str] | None = None) -> None:
         from sidecar.demo import run_demo
 
         sys.exit(run_demo(args))
+    elif args.command == "load-catalogue":
+        from sidecar.loader import run as run_loader
+
+        sys.exit(run_loader(args))
+    elif args.command == "web":
+        from sidecar.web.cli import run as run_web
+
+        sys.exit(run_web(args))
+    elif args.command == "opensearch-setup":
+        from sidecar.opensearch_setup import run as run_opensearch_setup
+
+        sys.exit(run_opensearch_setup(args))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import ipaddress
 import math
 import socket
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -42,6 +42,9 @@ VIDEO_FRAME_MAX_PIXELS = 768 * FACTOR * FACTOR
 VIDEO_TOTAL_PIXELS = 10 * VIDEO_FRAME_MAX_PIXELS
 VIDEO_MAX_FRAMES = 64
 FRAME_LIST_FPS = 2.0  # the timestamp rate the reference assumes for frame lists
+VIDEO_FILE_MIN_FRAMES = 4
+# For video files the reference leaves the total-pixel budget at qwen-vl-utils' default.
+VIDEO_FILE_TOTAL_PIXELS = 128000 * FACTOR * FACTOR * 0.9
 MAX_ASPECT_RATIO = 200
 IMAGE_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP"}
 
@@ -57,6 +60,7 @@ class MediaPolicy:
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 3
     max_pixels: int = 64_000_000  # decoded size guard against decompression bombs
+    max_video_bytes: int = 200 * 1024 * 1024
 
 
 @dataclass
@@ -126,6 +130,54 @@ def prepare_video_frames(frames: list[Image.Image]) -> VideoFrames:
     return VideoFrames(frames=video, fps=FRAME_LIST_FPS, frame_indices=list(range(n)))
 
 
+def video_file_frames(data: bytes, fps: float, max_frames: int = VIDEO_MAX_FRAMES) -> VideoFrames:
+    """Decode a video file and sample it as the reference does: `fps` frames per second, 4 to
+    `max_frames` frames (an even count), evenly spaced, resized under the per-frame pixel bounds.
+
+    Only the chosen frames are kept while decoding, so memory stays bounded by `max_frames`.
+    """
+    import av
+    import numpy as np
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as tvf
+
+    try:
+        with av.open(BytesIO(data)) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            video_fps = float(stream.average_rate or stream.guessed_rate or 0)
+            total = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+            if total < 2 or video_fps <= 0:
+                raise ValueError("the video has fewer than 2 frames or no frame rate")
+            container.seek(0)
+            limit = min(max_frames, total)
+            nframes = min(max(total / video_fps * fps, VIDEO_FILE_MIN_FRAMES), limit // 2 * 2, total)
+            nframes = int(nframes // 2 * 2)
+            if nframes < 2:
+                raise ValueError("the video is too short to sample")
+            picks = torch.linspace(0, total - 1, nframes).round().long().tolist()
+            wanted = {}
+            for position, frame in enumerate(container.decode(stream)):
+                if position in picks:
+                    wanted[position] = frame.to_ndarray(format="rgb24")
+                if position >= picks[-1]:
+                    break
+    except (av.FFmpegError, OSError) as exc:
+        raise ValueError(f"not a decodable video ({type(exc).__name__})") from None
+    if len(wanted) < len(set(picks)):
+        raise ValueError("the video ended before its declared frame count")
+    video = torch.stack([torch.from_numpy(np.ascontiguousarray(wanted[i].transpose(2, 0, 1))) for i in picks])
+    _, _, height, width = video.shape
+    max_pixels = max(
+        min(VIDEO_FRAME_MAX_PIXELS, VIDEO_FILE_TOTAL_PIXELS / nframes * 2), int(VIDEO_FRAME_MIN_PIXELS * 1.05)
+    )
+    new_h, new_w = smart_resize(height, width, VIDEO_FRAME_MIN_PIXELS, max_pixels)
+    video = tvf.resize(video, [new_h, new_w], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
+    return VideoFrames(frames=video, fps=video_fps, frame_indices=picks)
+
+
 def _linspace_int(stop: int, count: int) -> list[int]:
     """numpy.linspace(0, stop, count, dtype=int) without numpy's import cost at module load."""
     import numpy as np
@@ -175,20 +227,30 @@ class MediaResolver:
             self.decoded += 1
         return self._images[key]
 
-    def load_bytes(self, uri: str) -> bytes:
+    def video(self, uri: str, fps: float, where: str) -> VideoFrames:
+        """A video file reference, decoded and sampled at `fps` frames per second."""
+        try:
+            return video_file_frames(self.load_bytes(uri, self.policy.max_video_bytes), fps)
+        except SidecarError as exc:
+            raise SidecarError(exc.kind, f"{where}: {exc.message}") from None
+        except (ValueError, OSError) as exc:
+            raise invalid(f"{where}: {exc}") from None
+
+    def load_bytes(self, uri: str, max_bytes: int | None = None) -> bytes:
         """Bytes behind a data: URI, an http(s) URL or a media-root path."""
         if not uri:
             raise ValueError("empty media reference")
+        policy = self.policy if max_bytes is None else replace(self.policy, max_bytes=max_bytes)
         if uri.startswith("data:"):
-            return _data_uri_bytes(uri, self.policy.max_bytes)
+            return _data_uri_bytes(uri, policy.max_bytes)
         scheme = urlsplit(uri).scheme.lower()
         if scheme in ("http", "https"):
-            return fetch_url(uri, self.policy)
+            return fetch_url(uri, policy)
         if scheme in ("", "file"):
-            return self._read_local(uri)
+            return self._read_local(uri, policy.max_bytes)
         raise ValueError(f"unsupported URI scheme {scheme!r}; use data:, http(s):// or a media-root path")
 
-    def _read_local(self, uri: str) -> bytes:
+    def _read_local(self, uri: str, max_bytes: int) -> bytes:
         root = self.policy.media_root
         if root is None:
             raise ValueError("local paths are disabled (the server has no --media-root)")
@@ -200,8 +262,8 @@ class MediaResolver:
             raise ValueError(f"path {raw!r} is outside the media root")
         if not path.is_file():
             raise ValueError(f"no file at {raw!r} under the media root")
-        if path.stat().st_size > self.policy.max_bytes:
-            raise SidecarError(Kind.TOO_LARGE, f"file {raw!r} exceeds {self.policy.max_bytes} bytes")
+        if path.stat().st_size > max_bytes:
+            raise SidecarError(Kind.TOO_LARGE, f"file {raw!r} exceeds {max_bytes} bytes")
         return path.read_bytes()
 
 

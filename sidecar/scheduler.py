@@ -104,6 +104,7 @@ class Engine:
             max_bytes=settings.max_media_bytes,
             max_redirects=settings.max_media_redirects,
             max_pixels=settings.max_image_pixels,
+            max_video_bytes=settings.max_video_bytes,
         )
         self._pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
         self._inbox: queue.Queue[_Job | None] = queue.Queue()

@@ -34,6 +34,7 @@ class Settings:
     fetch_connect_timeout_s: float = 3.0
     fetch_read_timeout_s: float = 10.0
     max_media_bytes: int = 20 * 1024 * 1024  # per image or video frame
+    max_video_bytes: int = 200 * 1024 * 1024  # per video file
     max_media_redirects: int = 3
     max_image_pixels: int = 64_000_000  # decoded pixels per image: decompression-bomb guard
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body

@@ -20,10 +20,12 @@ INSTRUCTION = "Given a search query, retrieve relevant candidates that answer th
 FACTOR = 32
 
 
-def side(prefix: str, text=None, images=(), frames=()) -> list[dict]:
+def side(prefix: str, text=None, images=(), frames=(), video_file=None) -> list[dict]:
     content = [{"type": "text", "text": prefix}]
-    if not text and not images and not frames:
+    if not text and not images and not frames and not video_file:
         return content + [{"type": "text", "text": "NULL"}]
+    if video_file:
+        content.append({"type": "video", "video": "file://" + str(video_file), "fps": 1.0, "max_frames": 64})
     if frames:
         frames = list(frames)
         if len(frames) > 64:

@@ -17,6 +17,7 @@ from sidecar.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
 from sidecar.types import ItemInput
 
 IMAGE, VIDEO = 1, 2  # mm_token_type_ids values
+DEFAULT_VIDEO_FPS = 1.0  # the reranker reference samples video files at 1 frame per second
 RESERVED_MARKERS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
@@ -93,11 +94,13 @@ class VisualProcessor:
         visuals: list[Visual] = []
         for v, video in enumerate(item.videos):
             label = f"{where}.videos[{v}]"
-            if not video.frames:
-                raise invalid(f"{label}: video files by uri are not supported; send the video as frames")
-            images = [resolver.image(frame, f"{label}.frames[{f}]") for f, frame in enumerate(video.frames)]
             try:
-                visuals.append(self.video(prepare_video_frames(images)))
+                if video.frames:
+                    images = [resolver.image(frame, f"{label}.frames[{f}]") for f, frame in enumerate(video.frames)]
+                    frames = prepare_video_frames(images)
+                else:
+                    frames = resolver.video(video.uri or "", video.fps or DEFAULT_VIDEO_FPS, f"{label}.uri")
+                visuals.append(self.video(frames))
             except SidecarError:
                 raise
             except ValueError as exc:
