@@ -105,14 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_opensearch_arguments(opensearch)
 
-    # --- demo stack (issue #8): `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
-    from sidecar.loader import add_arguments as add_loader_arguments
-    from sidecar.web.cli import add_arguments as add_web_arguments
-
-    add_loader_arguments(
-        commands.add_parser("load-catalogue", help="index the bundled catalogue into running engines (compose loader)")
-    )
-    add_web_arguments(commands.add_parser("web", help="serve the search page against running engines and a sidecar"))
     return parser
 
 
@@ -137,14 +129,6 @@ def main(argv: list[str] | None = None) -> None:
         from sidecar.demo import run_demo
 
         sys.exit(run_demo(args))
-    elif args.command == "load-catalogue":
-        from sidecar.loader import run as run_loader
-
-        sys.exit(run_loader(args))
-    elif args.command == "web":
-        from sidecar.web.cli import run as run_web
-
-        sys.exit(run_web(args))
     elif args.command == "opensearch-setup":
         from sidecar.opensearch_setup import run as run_opensearch_setup
 
