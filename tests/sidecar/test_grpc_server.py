@@ -45,8 +45,9 @@ def test_rerank_results_are_ranked_and_complete(client):
     assert sorted(r.index for r in full.results) == list(range(len(DOCS)))
     for result in response.results:
         assert 0.0 <= result.score <= 1.0
-        assert result.document.text == (DOCS[result.index] if isinstance(DOCS[result.index], str)
-                                         else DOCS[result.index]["text"])
+        assert result.document.text == (
+            DOCS[result.index] if isinstance(DOCS[result.index], str) else DOCS[result.index]["text"]
+        )
     by_index = {r.index: r for r in full.results}
     assert by_index[1].id == "b"
     assert response.model and response.usage.input_tokens > 0 and response.usage.images == 1
@@ -56,8 +57,10 @@ def test_rerank_results_are_ranked_and_complete(client):
 def test_server_scores_equal_in_process_model(client, reranker):
     docs = ["a red bicycle", "a blue car", ""]
     response = client.rerank("red bicycle", docs + [{"images": [IMAGE], "text": "lamp"}])
-    request = RerankInput(ItemInput(text="red bicycle"), tuple(ItemInput(text=d) for d in docs) + (
-        ItemInput(text="lamp", images=(MediaRef(data=IMAGE),)),))
+    request = RerankInput(
+        ItemInput(text="red bicycle"),
+        tuple(ItemInput(text=d) for d in docs) + (ItemInput(text="lamp", images=(MediaRef(data=IMAGE),)),),
+    )
     prepared = reranker.prepare(request, MediaResolver(MediaPolicy()))
     reranker.forward_prefix(prepared.prefix)
     expected = reranker.forward_rows(prepared.rows).tolist()
@@ -93,21 +96,41 @@ BAD = [
     (pb.RerankRequest(documents=[pb.Item(text="x")]), "query is missing"),
     (pb.RerankRequest(query=pb.Item(), documents=[pb.Item(text="x")]), "query has no text, image or video"),
     (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x")] * 61), "at most 60"),
-    (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x"), pb.Item(images=[pb.Media()])]),
-     "documents[1].images[0] has neither data nor uri"),
-    (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x"), pb.Item(images=[pb.Media(data=b"junk")])]),
-     "documents[1].images[0]: not a decodable image"),
-    (pb.RerankRequest(query=pb.Item(text="q"),
-                      documents=[pb.Item(text="x")] * 3 + [pb.Item(images=[pb.Media(uri="http://nonexistent.invalid/a.png")])]),
-     "documents[3].images[0]: cannot resolve host"),
-    (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(images=[pb.Media(uri="http://127.0.0.1:1/a.png")])]),
-     "documents[0].images[0]: host '127.0.0.1' resolves to non-public address"),
-    (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(images=[pb.Media(uri="../secret.png")])]),
-     "documents[0].images[0]: path '../secret.png' is outside the media root"),
-    (pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x", videos=[pb.Video()])]),
-     "documents[0].videos[0] has neither frames nor uri"),
-    (pb.RerankRequest(query=pb.Item(text="<|image_pad|>"), documents=[pb.Item(text="x")]),
-     "query.text contains a reserved vision token"),
+    (
+        pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x"), pb.Item(images=[pb.Media()])]),
+        "documents[1].images[0] has neither data nor uri",
+    ),
+    (
+        pb.RerankRequest(
+            query=pb.Item(text="q"), documents=[pb.Item(text="x"), pb.Item(images=[pb.Media(data=b"junk")])]
+        ),
+        "documents[1].images[0]: not a decodable image",
+    ),
+    (
+        pb.RerankRequest(
+            query=pb.Item(text="q"),
+            documents=[pb.Item(text="x")] * 3 + [pb.Item(images=[pb.Media(uri="http://nonexistent.invalid/a.png")])],
+        ),
+        "documents[3].images[0]: cannot resolve host",
+    ),
+    (
+        pb.RerankRequest(
+            query=pb.Item(text="q"), documents=[pb.Item(images=[pb.Media(uri="http://127.0.0.1:1/a.png")])]
+        ),
+        "documents[0].images[0]: host '127.0.0.1' resolves to non-public address",
+    ),
+    (
+        pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(images=[pb.Media(uri="../secret.png")])]),
+        "documents[0].images[0]: path '../secret.png' is outside the media root",
+    ),
+    (
+        pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x", videos=[pb.Video()])]),
+        "documents[0].videos[0] has neither frames nor uri",
+    ),
+    (
+        pb.RerankRequest(query=pb.Item(text="<|image_pad|>"), documents=[pb.Item(text="x")]),
+        "query.text contains a reserved vision token",
+    ),
 ]
 
 
@@ -147,8 +170,9 @@ def test_closed_port_fails_fast_after_retries():
 
 
 def test_sigterm_drains_in_flight_requests(tiny_model_dir, tmp_path):
-    proc = ServerProcess(["--model", str(tiny_model_dir), "--max-batch-tokens", "256", "--max-batch-rows", "2"],
-                         tmp_path / "drain.log")
+    proc = ServerProcess(
+        ["--model", str(tiny_model_dir), "--max-batch-tokens", "256", "--max-batch-rows", "2"], tmp_path / "drain.log"
+    )
     try:
         proc.wait_ready()
         result: dict = {}
