@@ -93,9 +93,9 @@ def assert_reranked_like_sidecar(stack: Stack, name: str, documents: list[str]) 
     assert status == 200, answer
     hits = answer["hits"]["hits"]
     expected = sidecar_scores(stack.sidecar_url, QUERY, documents)
-    # Non-vacuity: some score needs 17 significant digits (> 18 JSON characters). ML-commons reads those as
-    # BigDecimal, which its built-in connector.post_process.cohere.rerank cannot cast to Double.
-    assert any(len(repr(score)) > 18 for score in expected), expected
+    # The sidecar sends scores at float32 precision: at most 18 JSON characters, which ML-commons reads as
+    # Double (longer numbers become BigDecimal, which its built-in Cohere post-process cannot cast).
+    assert all(len(repr(score)) <= 18 for score in expected), expected
     assert sorted(hit["_id"] for hit in hits) == [str(i) for i in range(len(documents))]
     for hit in hits:
         assert hit["_score"] == pytest.approx(expected[int(hit["_id"])], abs=1e-6), hit

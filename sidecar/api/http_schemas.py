@@ -61,6 +61,16 @@ from sidecar.api.convert import ranked, sigmoid
 from sidecar.errors import Kind, SidecarError, invalid
 from sidecar.types import ItemInput, MediaRef, RerankInput, Timings
 
+
+def json_score(value: float) -> float:
+    """A score at float32 precision (9 significant digits, what gRPC carries).
+
+    Short numbers also keep OpenSearch ML-commons' stock Cohere post-process working: its JSON
+    reader turns numbers longer than 18 characters into BigDecimal and the cast to Double fails.
+    """
+    return float(f"{value:.9g}")
+
+
 MEDIA_STRING_KEYS = frozenset({"text", "image", "images"})
 SEARCH_UNIT_DOCUMENTS = 100  # Cohere bills one search unit per query and up to 100 documents
 _BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
@@ -263,7 +273,7 @@ def rerank_body(parsed: ParsedRerank, logits: list[float], timings: Timings, mod
     _scores_are_finite(logits)
     results = []
     for index in ranked(logits, parsed.top_n):
-        result: dict[str, Any] = {"index": index, "relevance_score": sigmoid(logits[index])}
+        result: dict[str, Any] = {"index": index, "relevance_score": json_score(sigmoid(logits[index]))}
         if parsed.return_documents:
             result["document"] = parsed.echoes[index]
         results.append(result)
@@ -310,7 +320,7 @@ def tei_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model:
     for index in ranked(logits, 0):
         result: dict[str, Any] = {
             "index": index,
-            "score": logits[index] if parsed.raw_scores else sigmoid(logits[index]),
+            "score": json_score(logits[index] if parsed.raw_scores else sigmoid(logits[index])),
         }
         if parsed.return_documents:
             result["text"] = parsed.echoes[index]
