@@ -33,7 +33,7 @@ from bench.flops import Shape, decoder_flops, peak_matmul_flops, vision_flops  #
 from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
 from sidecar.models.loading import load_pretrained  # noqa: E402
 from sidecar.models.reranker import RerankerModel  # noqa: E402
-from sidecar.scheduler import Engine, min_saved_tokens  # noqa: E402
+from sidecar.scheduler import Engine, batch_token_budget, min_saved_tokens  # noqa: E402
 from sidecar.settings import Settings  # noqa: E402
 from sidecar.types import RerankInput  # noqa: E402
 
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="a checkpoint dir (config + processor; weights optional)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the engine's auto budget")
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md, plot.png")
     args = parser.parse_args()
 
@@ -280,7 +280,7 @@ def main() -> None:
     facts.update(
         shape=shape_name,
         dtype=str(dtype).removeprefix("torch."),
-        max_batch_tokens=args.max_batch_tokens,
+        max_batch_tokens=batch_token_budget(settings, device),
         plan=args.plan,
     )
     if device.type == "cuda":

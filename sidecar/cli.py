@@ -23,7 +23,8 @@ FLAG_HELP = {
     "device": "torch device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...",
     "dtype": "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16",
     "attn_implementation": "attention kernel: sdpa (default), eager, or flash_attention_2 if installed",
-    "max_batch_tokens": "padded tokens per forward micro-batch; larger is faster on a GPU and uses more memory",
+    "max_batch_tokens": "padded tokens per forward micro-batch; unset = auto: 16384 on CUDA (larger is faster "
+    "and uses more memory), 1024 on CPU (small batches keep activations in cache)",
     "max_batch_rows": "pairs per forward micro-batch",
     "max_documents": "documents per request; more is INVALID_ARGUMENT",
     "max_queued_pairs": "pairs waiting for the model; beyond this requests fail fast with RESOURCE_EXHAUSTED",
@@ -105,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_opensearch_arguments(opensearch)
 
+    # --- demo stack (issue #8): `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
+    from sidecar.loader import add_arguments as add_loader_arguments
+    from sidecar.web.cli import add_arguments as add_web_arguments
+
+    add_loader_arguments(
+        commands.add_parser("load-catalogue", help="index the bundled catalogue into running engines (compose loader)")
+    )
+    add_web_arguments(commands.add_parser("web", help="serve the search page against running engines and a sidecar"))
     return parser
 
 
@@ -129,6 +138,14 @@ def main(argv: list[str] | None = None) -> None:
         from sidecar.demo import run_demo
 
         sys.exit(run_demo(args))
+    elif args.command == "load-catalogue":
+        from sidecar.loader import run as run_loader
+
+        sys.exit(run_loader(args))
+    elif args.command == "web":
+        from sidecar.web.cli import run as run_web
+
+        sys.exit(run_web(args))
     elif args.command == "opensearch-setup":
         from sidecar.opensearch_setup import run as run_opensearch_setup
 

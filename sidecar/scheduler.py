@@ -42,6 +42,17 @@ def min_saved_tokens(settings: Settings, device: torch.device | None) -> int:
     return 2048 if device is not None and device.type == "cuda" else 0
 
 
+def batch_token_budget(settings: Settings, device: torch.device | None) -> int:
+    """Padded tokens per micro-batch: the setting, or 16384 on CUDA and 1024 on a CPU.
+
+    On a CPU, batches of a few pairs beat large ones: the activations of a handful of rows stay in
+    cache (measured on 2 cores, "mini" shape: 27.5 pairs/s at 1024 tokens, 18.1 at 16384).
+    """
+    if settings.max_batch_tokens is not None:
+        return settings.max_batch_tokens
+    return 16384 if device is not None and device.type == "cuda" else 1024
+
+
 @dataclass
 class RerankOutcome:
     """Per-document logits in request order, and what the request cost."""
@@ -95,7 +106,9 @@ class Engine:
         self.reranker = reranker
         self.embedder = embedder
         self.models = {"reranker": reranker, "embedding": embedder}
-        self.min_saved_tokens = min_saved_tokens(settings, reranker.device if reranker else None)
+        device = (reranker or embedder).device if (reranker or embedder) else None
+        self.min_saved_tokens = min_saved_tokens(settings, device)
+        self.max_batch_tokens = batch_token_budget(settings, device)
         self.policy = MediaPolicy(
             media_root=settings.media_root,
             allow_private_urls=settings.allow_private_urls,
@@ -280,7 +293,7 @@ class Engine:
             key=lambda r: (len(r.ids), r.owner.order),
         )
         anchor = next(i for i, r in enumerate(candidates) if r.owner is oldest)
-        budget, cap = self.settings.max_batch_tokens, self.settings.max_batch_rows
+        budget, cap = self.max_batch_tokens, self.settings.max_batch_rows
         lo = hi = anchor
         width = len(candidates[anchor].ids)
         # Grow towards longer rows first (they set the padded width), then towards shorter ones.

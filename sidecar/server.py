@@ -32,7 +32,7 @@ class Runtime:
     def model_info(self) -> pb.ModelInfo:
         info = pb.ModelInfo(
             max_documents=self.settings.max_documents,
-            max_batch_tokens=self.settings.max_batch_tokens,
+            max_batch_tokens=self.engine.max_batch_tokens if self.engine else (self.settings.max_batch_tokens or 0),
             max_message_bytes=self.settings.max_message_bytes,
             prefix_reuse=self.settings.prefix_reuse,
         )
