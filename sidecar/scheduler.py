@@ -127,6 +127,7 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
         self._stopping = False
         self.batches_run = 0
+        self.mixed_batches = 0  # forwards that held rows of more than one request
         self._thread.start()
 
     # ---- API side (event loop) ---------------------------------------------------------------
@@ -273,6 +274,7 @@ class Engine:
                 active.remove(job)
             return
         self.batches_run += 1
+        self.mixed_batches += len(jobs) > 1
         elapsed = (time.perf_counter() - start) * 1000
         values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
         for row, value in zip(rows, values):
