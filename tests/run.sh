@@ -21,6 +21,14 @@ python -m pip install --quiet -e ".[test]"
 echo "== installing test engines (cached after the first run)"
 bash tests/engines/all.sh install
 
+echo "== installing chromium, its driver and docker-compose (tests/test_web.py, tests/test_compose.py)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v docker-compose >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    # docker-compose only parses and validates docker-compose.yml here; no Docker engine is needed.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose
+fi
+
 echo "== running tests"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python -m pytest -q --durations=15 "$@"
