@@ -79,6 +79,17 @@ class ServerProcess:
             except TimeoutError:
                 raise RuntimeError(f"server did not start; log:\n{self.log_path.read_text()}") from None
 
+    def __enter__(self) -> ServerProcess:
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def log(self) -> str:
         return self.log_path.read_text()
 
@@ -121,11 +132,8 @@ def server(tiny_model_dir, media_root, tmp_path_factory):
         ],
         log_path,
     )
-    try:
-        proc.wait_ready()
+    with proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="session")

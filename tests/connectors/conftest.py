@@ -43,12 +43,8 @@ def sidecar_server(tiny_model_dir, embedding_model_dir, media_root, tmp_path_fac
     """`rerank-sidecar serve --model ... --embedding-model ...` with the shared media root."""
     args = ["--model", str(tiny_model_dir), "--embedding-model", str(embedding_model_dir)]
     args += ["--media-root", str(media_root), "--max-documents", "60"]
-    proc = ServerProcess(args, tmp_path_factory.mktemp("logs") / "connectors-sidecar.log")
-    try:
-        proc.wait_ready()
+    with ServerProcess(args, tmp_path_factory.mktemp("logs") / "connectors-sidecar.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="session")

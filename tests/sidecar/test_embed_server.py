@@ -19,16 +19,10 @@ def both(tiny_model_dir, tmp_path_factory):
     from sidecar.models.tiny import make_tiny_model
 
     embedding = make_tiny_model(tmp_path_factory.mktemp("embedding-model"), kind="embedding", seed=1)
-    proc = ServerProcess(
-        ["--model", str(tiny_model_dir), "--embedding-model", str(embedding)],
-        tmp_path_factory.mktemp("logs") / "both.log",
-    )
-    try:
-        proc.wait_ready()
+    args = ["--model", str(tiny_model_dir), "--embedding-model", str(embedding)]
+    with ServerProcess(args, tmp_path_factory.mktemp("logs") / "both.log") as proc:
         with RerankerClient(proc.target, timeout=60, retries=0) as client:
             yield client
-    finally:
-        proc.stop()
 
 
 def norm(values) -> float:
