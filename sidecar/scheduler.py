@@ -132,10 +132,17 @@ class Engine:
 
     # ---- API side (event loop) ---------------------------------------------------------------
 
+    def require(self, kind: str):
+        """The loaded model of `kind` ("reranker" or "embedding"), or NOT_SERVED naming the flag to load it."""
+        model = self.models[kind]
+        if model is None:
+            flag = "--model" if kind == "reranker" else "--embedding-model"
+            raise SidecarError(Kind.NOT_SERVED, f"this server has no {kind} model loaded (start it with {flag})")
+        return model
+
     async def rerank(self, request: RerankInput, deadline: float | None = None) -> RerankOutcome:
         """Score every document of `request`; `deadline` is a time.monotonic() instant."""
-        if self.reranker is None:
-            raise SidecarError(Kind.NOT_SERVED, "this server has no reranker model loaded (start it with --model)")
+        reranker = self.require("reranker")
         if not request.documents:
             return RerankOutcome([], Timings())
         resolver = MediaResolver(self.policy)
@@ -143,21 +150,18 @@ class Engine:
             "reranker",
             len(request.documents),
             deadline,
-            lambda: self.reranker.prepare(request, resolver, self.settings.prefix_reuse, self.min_saved_tokens),
+            lambda: reranker.prepare(request, resolver, self.settings.prefix_reuse, self.min_saved_tokens),
         )
         return RerankOutcome(job.outputs, job.timings)
 
     async def embed(self, inputs: tuple[ItemInput, ...], instruction: str = "", deadline: float | None = None):
         """Embed each input; returns an EmbedOutcome with vectors in input order."""
-        if self.embedder is None:
-            raise SidecarError(
-                Kind.NOT_SERVED, "this server has no embedding model loaded (start it with --embedding-model)"
-            )
+        embedder = self.require("embedding")
         if not inputs:
-            return EmbedOutcome(torch.zeros(0, self.embedder.hidden_size), Timings())
+            return EmbedOutcome(torch.zeros(0, embedder.hidden_size), Timings())
         resolver = MediaResolver(self.policy)
         job = await self._submit(
-            "embedding", len(inputs), deadline, lambda: self.embedder.prepare(inputs, instruction, resolver)
+            "embedding", len(inputs), deadline, lambda: embedder.prepare(inputs, instruction, resolver)
         )
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 

@@ -31,65 +31,33 @@ class RerankerService(pb_grpc.RerankerServicer):
         start = time.perf_counter()
         try:
             engine = self.runtime.ready_engine()
-            if engine.reranker is None:
-                raise SidecarError(Kind.NOT_SERVED, "this server has no reranker model loaded (start it with --model)")
+            reranker = engine.require("reranker")
             parsed = rerank_from_pb(request, self.runtime.settings.max_documents)
             outcome = await engine.rerank(parsed, _deadline(context))
-            response = rerank_response(request, outcome.logits, outcome.timings, engine.reranker.name)
+            response = rerank_response(request, outcome.logits, outcome.timings, reranker.name)
         except SidecarError as exc:
-            _log(len(request.documents), start, exc.kind.value)
+            _log("Rerank", f"docs={len(request.documents)}", start, exc.kind.value)
             await context.abort(GRPC_CODES[exc.kind], exc.message)
-        u = response.usage
-        log.info(
-            "Rerank docs=%d top_n=%d tokens=%d computed=%d images=%d queue_ms=%.1f pre_ms=%.1f infer_ms=%.1f "
-            "total_ms=%.1f status=OK",
-            len(request.documents),
-            request.top_n,
-            u.input_tokens,
-            u.computed_tokens,
-            u.images,
-            u.queue_ms,
-            u.preprocessing_ms,
-            u.inference_ms,
-            (time.perf_counter() - start) * 1000,
-        )
+        _log("Rerank", f"docs={len(request.documents)} top_n={request.top_n}", start, "OK", response.usage)
         return response
 
     async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:
         start = time.perf_counter()
         try:
             engine = self.runtime.ready_engine()
-            if engine.embedder is None:
-                raise SidecarError(
-                    Kind.NOT_SERVED, "this server has no embedding model loaded (start it with --embedding-model)"
-                )
-            inputs = embed_from_pb(request, self.runtime.settings.max_documents, engine.embedder.hidden_size)
+            embedder = engine.require("embedding")
+            inputs = embed_from_pb(request, self.runtime.settings.max_documents, embedder.hidden_size)
             outcome = await engine.embed(inputs, request.instruction.strip(), _deadline(context))
         except SidecarError as exc:
-            log.info(
-                "Embed inputs=%d total_ms=%.1f status=%s",
-                len(request.inputs),
-                (time.perf_counter() - start) * 1000,
-                exc.kind.value,
-            )
+            _log("Embed", f"inputs={len(request.inputs)}", start, exc.kind.value)
             await context.abort(GRPC_CODES[exc.kind], exc.message)
         vectors = truncate_dimensions(outcome.vectors, request.dimensions)
         response = pb.EmbedResponse(
             embeddings=[pb.Embedding(values=v) for v in vectors.tolist()],
-            model=engine.embedder.name,
+            model=embedder.name,
             usage=usage_to_pb(outcome.timings),
         )
-        u = response.usage
-        log.info(
-            "Embed inputs=%d tokens=%d images=%d queue_ms=%.1f pre_ms=%.1f infer_ms=%.1f total_ms=%.1f status=OK",
-            len(request.inputs),
-            u.input_tokens,
-            u.images,
-            u.queue_ms,
-            u.preprocessing_ms,
-            u.inference_ms,
-            (time.perf_counter() - start) * 1000,
-        )
+        _log("Embed", f"inputs={len(request.inputs)}", start, "OK", response.usage)
         return response
 
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
@@ -102,8 +70,15 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return time.monotonic() + remaining if remaining is not None else None
 
 
-def _log(docs: int, start: float, status: str) -> None:
-    log.info("Rerank docs=%d total_ms=%.1f status=%s", docs, (time.perf_counter() - start) * 1000, status)
+def _log(method: str, size: str, start: float, status: str, usage: pb.Usage | None = None) -> None:
+    """The one log line per request: what was asked, what it cost, how it ended."""
+    cost = ""
+    if usage is not None:
+        cost = (
+            f" tokens={usage.input_tokens} computed={usage.computed_tokens} images={usage.images}"
+            f" queue_ms={usage.queue_ms:.1f} pre_ms={usage.preprocessing_ms:.1f} infer_ms={usage.inference_ms:.1f}"
+        )
+    log.info("%s %s%s total_ms=%.1f status=%s", method, size, cost, (time.perf_counter() - start) * 1000, status)
 
 
 async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Server, HealthServicer, int]:
