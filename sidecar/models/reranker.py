@@ -188,23 +188,32 @@ class RerankerModel(QwenBackend):
         return (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
 
     def _batched_cache(self, rows: list[PairRow], p_max: int):
-        """One cache for the batch: each row's prefix, left-padded to the longest."""
+        """One cache for the batch: each row's prefix, left-padded to the longest.
+
+        Each distinct prefix is padded once per layer and rows pick theirs with one index_select, so
+        the number of kernel launches follows the number of requests in the batch, not of rows.
+        """
         prefixes = [r.prefix for r in rows]
         if all(p is prefixes[0] for p in prefixes):
             return new_cache(
                 [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefixes[0].kv]
             )
-        template = next(p.kv for p in prefixes if len(p))
+        distinct = list({id(p): p for p in prefixes}.values())
+        slot = {id(p): i for i, p in enumerate(distinct)}
+        pick = self.to_device(torch.tensor([slot[id(p)] for p in prefixes]))
+        template = next(p.kv for p in distinct if len(p))
         layers = []
         for layer, (k0, v0) in enumerate(template):
-            keys = [_left_pad(p.kv[layer][0] if len(p) else None, p_max, k0) for p in prefixes]
-            values = [_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in prefixes]
-            layers.append((torch.cat(keys), torch.cat(values)))
+            keys = torch.cat([_left_pad(p.kv[layer][0] if len(p) else None, p_max, k0) for p in distinct])
+            values = torch.cat([_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in distinct])
+            layers.append((keys.index_select(0, pick), values.index_select(0, pick)))
         return new_cache(layers)
 
 
 def _left_pad(tensor: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:
     """(1, heads, P, dim) -> (1, heads, length, dim), zeros on the left; None gives all zeros."""
+    if tensor is not None and tensor.shape[2] == length:
+        return tensor
     padded = like.new_zeros((1, like.shape[1], length, like.shape[3]))
     if tensor is not None:
         padded[:, :, length - tensor.shape[2] :] = tensor

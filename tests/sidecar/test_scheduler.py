@@ -88,7 +88,10 @@ def test_concurrent_requests_share_batches_and_keep_their_scores(make_engine):
     requests = [
         RerankInput(ItemInput(text=q), documents(12, seed=s))
         for s, q in enumerate(["red shoe", "coffee table by the window", "camera", "a long query " * 6])
-    ] + [RerankInput(IMAGE_QUERY, documents(5, seed=9))]
+    ] + [
+        RerankInput(IMAGE_QUERY, documents(5, seed=9)),
+        RerankInput(ItemInput(text="red shoe"), documents(7, seed=11)),  # a second prefix of the same length
+    ]
     sequential = [run(engine, r)[0].logits for r in requests]
     concurrent = [o.logits for o in run(engine, *requests)]
     assert engine.mixed_batches >= 1  # rows of several requests went through one forward
