@@ -3,8 +3,9 @@
     python bench/profile_gpu.py OUTDIR [MODEL_DIR]
 
 Writes profile.txt (top kernels/ops by CUDA time for one prepared K=100 text request, prefix
-reuse on and off) and parity.json (logit differences: prefix reuse vs batched, each in bf16
-against the same computation in fp32, on the same random weights).
+reuse on and off, with transformers' eager decoder layers and with the compiled ones) and
+parity.json (logit differences: prefix reuse vs batched, each in bf16 against the same
+computation in fp32, on the same random weights).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import workloads  # noqa: E402
 from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
+from sidecar.models import fused  # noqa: E402
 from sidecar.models.loading import load_pretrained  # noqa: E402
 from sidecar.models.reranker import RerankerModel  # noqa: E402
 from sidecar.types import RerankInput  # noqa: E402
@@ -67,8 +69,12 @@ def main() -> None:
     print(json.dumps(report, indent=2), flush=True)
 
     request = RerankInput(workloads.text_query(), workloads.text_documents(bf16.tokenizer, 100))
-    lines = []
-    for reuse in (False, True):
+    reason = bf16.compile_layers()
+    lines = [f"compiled decoder layers: {reason or 'yes'}"]
+    for compiled, reuse in ((False, False), (False, True), (True, False), (True, True)):
+        if compiled and reason is not None:
+            continue
+        fused.set_enabled(compiled)
         for _ in range(3):
             logits(bf16, request, reuse)
         sync(device)
@@ -85,7 +91,7 @@ def main() -> None:
         sync(device)
         rows_ms = (time.perf_counter() - start) * 1000
         lines.append(
-            f"reuse={reuse}: prepare {prep_ms:.1f} ms, prefix forward {prefix_ms:.1f} ms, "
+            f"compiled={compiled} reuse={reuse}: prepare {prep_ms:.1f} ms, prefix forward {prefix_ms:.1f} ms, "
             f"rows forward {rows_ms:.1f} ms ({len(prepared.rows)} rows, prefix {len(prepared.prefix)})"
         )
         with torch.profiler.profile(
@@ -98,7 +104,7 @@ def main() -> None:
         lines.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
         lines.append(prof.key_averages().table(sort_by="cpu_time_total", row_limit=15, max_name_column_width=60))
     (out / "profile.txt").write_text("\n".join(lines))
-    print("\n".join(lines[:1] + lines[3:4]), flush=True)
+    print("\n".join(line for line in lines if "\n" not in line), flush=True)
 
 
 if __name__ == "__main__":

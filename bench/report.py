@@ -43,6 +43,10 @@ def targets(cases, device_type: str) -> list[dict]:
                 )
             else:
                 check(f"{workload} K=100: (c) >= 10x (a)", round(speedup, 2), ">= 10", speedup >= 10)
+        eager = _find(cases, workload, "engine-eager", 100)
+        if eager and full:
+            ratio = full.pairs_per_s / eager.pairs_per_s
+            check(f"{workload} K=100: compiled / eager layers", round(ratio, 2), "(c) with and without compile", None)
         if batched and full and workload.startswith("text+image") and device_type == "cpu":
             ratio = full.pairs_per_s / batched.pairs_per_s
             check(f"{workload} K=100: (c)/(b)", round(ratio, 2), ">= 2", ratio >= 2)
@@ -83,7 +87,8 @@ def markdown(facts: dict, cases, checks: list[dict]) -> str:
     out += [
         "",
         "Variants: (a) `reference` = one pair per forward as the official code; (b) `batched` = the engine "
-        "without prefix reuse; (c) `engine` = batching + query-prefix reuse.",
+        "without prefix reuse; (c) `engine` = batching + query-prefix reuse (+ compiled decoder layers when "
+        "`compiled_layers` is true; `engine-eager` is (c) with transformers' eager layers).",
         "",
     ]
     out += [
@@ -115,9 +120,9 @@ def plot(cases, path, facts: dict) -> None:
         print("matplotlib not installed: no plot (pip install matplotlib)")
         return
     groups = sorted({(c.workload, c.documents, c.clients) for c in cases}, key=str)
-    variants = ["reference", "batched", "engine"]
+    variants = [v for v in ("reference", "batched", "engine", "engine-eager") if any(c.variant == v for c in cases)]
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    width = 0.27
+    width = 0.8 / len(variants)
     for i, variant in enumerate(variants):
         values = [
             next(
@@ -125,7 +130,8 @@ def plot(cases, path, facts: dict) -> None:
             )
             for g in groups
         ]
-        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=variant)
+        offset = (i - (len(variants) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(groups))], values, width, label=variant)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{w}\nK={k}, clients={n}" for w, k, n in groups], fontsize=7)
     ax.set_ylabel("pairs / s")

@@ -1,8 +1,10 @@
 """Reranking throughput and latency: the reference loop vs the engine without and with prefix reuse.
 
 Runs in one process on one model of a fixed shape with random weights (same compute as trained
-ones). Variants: (a) `reference` - one pair per forward, as the official code scores; (b) `batched`
-- the engine, pairs batched and sorted by length, no prefix reuse; (c) `engine` - everything on.
+ones). Variants: (a) `reference` - one pair per forward, as the official code scores (transformers'
+eager layers); (b) `batched` - the engine, pairs batched and sorted by length, no prefix reuse;
+(c) `engine` - everything on; and `engine-eager` - (c) with transformers' eager decoder layers
+instead of the compiled ones, to show what compiling adds (only when the layers are compiled).
 Reports pairs/s, p50/p95 latency, peak memory, the FLOPs each variant performs (so speedups can
 be checked against their FLOP bound) and, on a GPU, model FLOP utilisation.
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import report, workloads  # noqa: E402
 from bench.flops import Shape, decoder_flops, peak_matmul_flops, vision_flops  # noqa: E402
 from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
+from sidecar.models import fused  # noqa: E402
 from sidecar.models.loading import load_pretrained  # noqa: E402
 from sidecar.models.reranker import RerankerModel  # noqa: E402
 from sidecar.scheduler import Engine, batch_token_budget, min_saved_tokens  # noqa: E402
@@ -43,7 +46,7 @@ class Case:
     """One measured configuration."""
 
     workload: str
-    variant: str  # reference | batched | engine
+    variant: str  # reference | batched | engine | engine-eager
     documents: int
     clients: int = 1
     requests: int = 3  # per client, after one warm-up request
@@ -64,16 +67,16 @@ class Case:
 PLANS = {
     # (workload, K, variants, clients, requests per client)
     "cpu": [
-        ("text-query/text-docs", 100, ("reference", "batched", "engine"), 1, 2),
-        ("text+image-query/text-docs", 100, ("reference", "batched", "engine"), 1, 2),
+        ("text-query/text-docs", 100, ("reference", "batched", "engine", "engine-eager"), 1, 2),
+        ("text+image-query/text-docs", 100, ("reference", "batched", "engine", "engine-eager"), 1, 2),
         ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 5),
         ("text-query/image-docs", 100, ("reference", "batched", "engine"), 1, 1),
         ("text-query/text-docs", 1000, ("batched", "engine"), 1, 1),
         ("text-query/text-docs", 100, ("engine",), 8, 1),
     ],
     "gpu": [
-        ("text-query/text-docs", 100, ("reference", "batched", "engine"), 1, 10),
-        ("text+image-query/text-docs", 100, ("reference", "batched", "engine"), 1, 10),
+        ("text-query/text-docs", 100, ("reference", "batched", "engine", "engine-eager"), 1, 10),
+        ("text+image-query/text-docs", 100, ("reference", "batched", "engine", "engine-eager"), 1, 10),
         ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 20),
         ("text-query/text-docs", 10, ("engine",), 8, 10),
         ("text-query/image-docs", 100, ("reference", "batched", "engine"), 1, 5),
@@ -120,19 +123,27 @@ def logits_of(reranker: RerankerModel, request: RerankInput, reuse: bool) -> tor
     return reranker.forward_rows(prepared.rows)
 
 
-def parity(reranker: RerankerModel, request: RerankInput) -> dict:
-    """Largest score and logit differences of prefix reuse and of batching against one pair per forward."""
+def parity(reranker: RerankerModel, request: RerankInput, compiled: bool) -> dict:
+    """Largest score and logit differences of prefix reuse, of batching against one pair per forward
+    and, when the layers are compiled, of the compiled layers against transformers' eager ones."""
     full = logits_of(reranker, request, reuse=False)
     reused = logits_of(reranker, request, reuse=True)
     single = torch.cat(
         [logits_of(reranker, RerankInput(request.query, (d,)), reuse=False) for d in request.documents[:20]]
     )
-    return {
+    result = {
         "prefix_reuse_vs_batched_max_logit_diff": float((full - reused).abs().max()),
         "prefix_reuse_vs_batched_max_score_diff": float((full.sigmoid() - reused.sigmoid()).abs().max()),
         "batched_vs_one_pair_per_forward_max_logit_diff": float((full[:20] - single).abs().max()),
         "finite": bool(torch.isfinite(full).all() and torch.isfinite(reused).all()),
     }
+    if compiled:
+        fused.set_enabled(False)
+        eager = logits_of(reranker, request, reuse=False)
+        fused.set_enabled(True)
+        result["compiled_vs_eager_max_logit_diff"] = float((full - eager).abs().max())
+        result["compiled_vs_eager_max_score_diff"] = float((full.sigmoid() - eager.sigmoid()).abs().max())
+    return result
 
 
 def run_reference(reranker: RerankerModel, request: RerankInput) -> None:
@@ -161,8 +172,9 @@ async def measure(case: Case, reranker: RerankerModel, request: RerankInput, set
     engine = (
         None
         if case.variant == "reference"
-        else Engine(Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant == "engine"}), reranker)
+        else Engine(Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant != "batched"}), reranker)
     )
+    fused.set_enabled(case.variant not in ("reference", "engine-eager"))
 
     usage: list = []
 
@@ -255,6 +267,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, help="a checkpoint dir (config + processor; weights optional)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument(
+        "--compile-layers", default="auto", help="auto (on for CUDA), on or off: the engine's compiled decoder layers"
+    )
     parser.add_argument("--max-batch-tokens", type=int, default=None, help="default: the engine's auto budget")
     parser.add_argument("--out", type=Path, required=True, help="directory for results.json, results.md, plot.png")
     args = parser.parse_args()
@@ -275,6 +290,12 @@ def main() -> None:
     reranker = RerankerModel(f"random-{shape_name}", model, processor)
     shape = Shape.from_config(model.config)
     del model
+    compiled = False
+    if fused.wanted(args.compile_layers, device):
+        start = time.perf_counter()
+        reason = reranker.compile_layers()
+        compiled = reason is None
+        print(f"compiled decoder layers in {time.perf_counter() - start:.0f}s" if compiled else reason, flush=True)
     settings = Settings(max_batch_tokens=args.max_batch_tokens)
     facts = machine_facts(device)
     facts.update(
@@ -282,6 +303,7 @@ def main() -> None:
         dtype=str(dtype).removeprefix("torch."),
         max_batch_tokens=batch_token_budget(settings, device),
         plan=args.plan,
+        compiled_layers=compiled,
     )
     if device.type == "cuda":
         facts["peak_matmul_tflops"] = peak_matmul_flops(device, dtype) / 1e12
@@ -290,16 +312,20 @@ def main() -> None:
     requests: dict[tuple[str, int], RerankInput] = {}
     for workload in ("text-query/text-docs", "text+image-query/text-docs"):
         request = requests.setdefault((workload, 100), build_request(reranker, workload, 100))
-        facts[f"parity {workload} K=100"] = parity(reranker, request)
+        facts[f"parity {workload} K=100"] = parity(reranker, request, compiled)
         print(f"parity {workload}: {facts[f'parity {workload} K=100']}", flush=True)
 
     cases: list[Case] = []
     for workload, k, variants, clients, per_client in PLANS[args.plan]:
         request = requests.setdefault((workload, k), build_request(reranker, workload, k))
         for variant in variants:
+            if variant == "engine-eager" and not compiled:
+                continue
             # The reference loop is slow by design: a few requests measure it well enough.
             case = Case(workload, variant, k, clients, min(per_client, 3) if variant == "reference" else per_client)
-            case.flops_per_request, _ = request_flops(reranker, shape, request, reuse=variant == "engine")
+            case.flops_per_request, _ = request_flops(
+                reranker, shape, request, reuse=variant in ("engine", "engine-eager")
+            )
             asyncio.run(measure(case, reranker, request, settings))
             if "peak_matmul_tflops" in facts:
                 case.mfu = case.achieved_tflops / facts["peak_matmul_tflops"]

@@ -23,6 +23,9 @@ FLAG_HELP = {
     "device": "torch device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...",
     "dtype": "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16 or float16",
     "attn_implementation": "attention kernel: sdpa (default), eager, or flash_attention_2 if installed",
+    "compile_layers": "fuse each decoder layer's norms, rotary embedding, gate and residual adds into compiled "
+    "kernels (torch.compile; checked against eager at start-up): auto (on when a GPU is used), on (fail to start "
+    "if it cannot), off",
     "max_batch_tokens": "padded tokens per forward micro-batch; unset = auto: 16384 on CUDA (larger is faster "
     "and uses more memory), 1024 on CPU (small batches keep activations in cache)",
     "max_batch_rows": "pairs per forward micro-batch",

@@ -57,6 +57,7 @@ class Runtime:
 
 def load_engine(settings: Settings):
     """Load the configured models (slow: imports torch, reads weights) and warm them up."""
+    from sidecar.models import fused
     from sidecar.models.embedder import EmbedderModel
     from sidecar.models.loading import load_pretrained, resolve_device, resolve_dtype
     from sidecar.models.reranker import RerankerModel
@@ -79,6 +80,17 @@ def load_engine(settings: Settings):
         )
         embedder = EmbedderModel(settings.embedding_model, base, processor)
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
+    if fused.wanted(settings.compile_layers, device):
+        for loaded in (reranker, embedder):
+            if loaded is not None:
+                start = time.perf_counter()
+                reason = loaded.compile_layers()
+                if reason is None:
+                    log.info("%s: decoder layers compiled in %.1fs", loaded.kind, time.perf_counter() - start)
+                elif settings.compile_layers == "on":
+                    raise SystemExit(f"--compile-layers on: {loaded.kind} {loaded.name}: {reason}")
+                else:
+                    log.warning("%s: decoder layers stay eager: %s", loaded.kind, reason)
     return Engine(settings, reranker, embedder)
 
 

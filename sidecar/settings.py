@@ -19,6 +19,8 @@ class Settings:
     device: str = "auto"  # "auto" = first CUDA device if any, else CPU
     dtype: str = "auto"  # "auto" = bfloat16 on CUDA, float32 on CPU
     attn_implementation: str = "sdpa"
+    # Decoder layers compiled into fused kernels (torch.compile): "auto", "on" or "off"; see models/fused.py.
+    compile_layers: str = "auto"
     # Padded tokens per forward micro-batch. None = auto: 16384 on CUDA (large batches fill the GPU),
     # 1024 on CPU (a few pairs at a time: activations stay in cache; measured 27 vs 18 pairs/s).
     max_batch_tokens: int | None = None

@@ -28,6 +28,12 @@ class QwenBackend:
         self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
         self.hidden_size = config.text_config.hidden_size
 
+    def compile_layers(self) -> str | None:
+        """Fuse and compile the decoder layers (models/fused.py); None on success, else why they stay eager."""
+        from sidecar.models.fused import fuse_and_verify
+
+        return fuse_and_verify(self.base)
+
     def positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
         """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
         if not ids:

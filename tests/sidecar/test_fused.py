@@ -1,0 +1,124 @@
+"""Compiled decoder layers: same scores as transformers' eager layers, on every path the engine uses."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+import torch
+
+from sidecar.models import fused
+from sidecar.scheduler import Engine
+from sidecar.server import load_engine
+from sidecar.settings import Settings
+from sidecar.types import ItemInput, MediaRef, RerankInput
+from tests.sidecar.test_parity import IMG_A, IMG_B
+from tests.sidecar.test_scheduler import IMAGE_QUERY, QUERY, documents
+
+REQUESTS = [
+    RerankInput(QUERY, documents(14, seed=1)),  # text query; every 7th document has an image
+    RerankInput(IMAGE_QUERY, documents(9, seed=2)),  # image query: deepstack features in the prefix
+    RerankInput(ItemInput(text="red shoe"), documents(6, seed=3)),
+    RerankInput(ItemInput(text="red shoe"), documents(5, seed=4)),  # same prefix length, another request
+    RerankInput(
+        ItemInput(text="which photo?", images=(MediaRef(data=IMG_A),)),
+        (ItemInput(images=(MediaRef(data=IMG_B),)), ItemInput(text="")),  # image-only and empty documents
+    ),
+]
+
+
+def all_logits(reranker, **settings) -> list[list[float]]:
+    """Every request alone, then all of them at once (cross-request batches, mixed prefixes)."""
+    engine = Engine(Settings(**settings), reranker)
+
+    async def main():
+        alone = [(await engine.rerank(r)).logits for r in REQUESTS]
+        together = [o.logits for o in await asyncio.gather(*(engine.rerank(r) for r in REQUESTS))]
+        return alone + together
+
+    try:
+        return asyncio.run(main())
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def fused_reranker(reranker):
+    reason = reranker.compile_layers()
+    assert reason is None, reason
+    yield reranker
+    fused.unfuse_decoder_layers(reranker.base.language_model)
+
+
+@pytest.mark.parametrize("prefix_reuse", [True, False], ids=["prefix-reuse", "no-prefix-reuse"])
+def test_compiled_layers_score_like_eager_layers(fused_reranker, prefix_reuse):
+    settings = dict(prefix_reuse=prefix_reuse, max_batch_tokens=2048)
+    compiled = all_logits(fused_reranker, **settings)
+    fused.set_enabled(False)
+    try:
+        eager = all_logits(fused_reranker, **settings)
+    finally:
+        fused.set_enabled(True)
+    assert len(compiled) == 2 * len(REQUESTS)
+    for got, want in zip(compiled, eager, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_the_compiled_path_is_really_taken(fused_reranker, monkeypatch):
+    """Guards against a fusion that silently falls back to eager everywhere."""
+    calls = []
+    compiled = fused._compiled()
+    original = compiled.before
+    monkeypatch.setattr(compiled, "before", lambda *a: calls.append(a[0].shape) or original(*a))
+    all_logits(fused_reranker)
+    layers = len(fused_reranker.base.language_model.layers)
+    assert len(calls) >= layers and len(calls) % layers == 0
+
+
+def test_unfuse_restores_transformers_layers(reranker):
+    text_model = reranker.base.language_model
+    assert reranker.compile_layers() is None
+    assert all("forward" in vars(layer) for layer in text_model.layers)
+    fused.unfuse_decoder_layers(text_model)
+    assert not any("forward" in vars(layer) for layer in text_model.layers)
+
+
+def test_unsupported_layers_stay_eager_with_a_reason(reranker):
+    config = reranker.base.language_model.config
+    original = config._attn_implementation
+    config._attn_implementation = "eager"
+    try:
+        reason = reranker.compile_layers()
+    finally:
+        config._attn_implementation = original
+    assert reason is not None and "eager" in reason and "sdpa" in reason
+    assert not any("forward" in vars(layer) for layer in reranker.base.language_model.layers)
+
+
+def test_auto_compiles_on_cuda_only_and_rejects_unknown_values():
+    assert fused.wanted("auto", torch.device("cuda")) is True
+    assert fused.wanted("auto", torch.device("cpu")) is False
+    assert fused.wanted("on", torch.device("cpu")) is True
+    assert fused.wanted("off", torch.device("cuda")) is False
+    with pytest.raises(SystemExit, match="--compile-layers maybe: choose auto, on or off"):
+        fused.wanted("maybe", torch.device("cpu"))
+
+
+def test_server_refuses_to_start_when_compiling_was_asked_for_and_cannot_be_done(tiny_model_dir):
+    settings = Settings(model=str(tiny_model_dir), compile_layers="on", attn_implementation="eager")
+    with pytest.raises(SystemExit, match="--compile-layers on: reranker .*attention implementation 'eager'"):
+        load_engine(settings)
+
+
+def test_server_with_compiled_layers_serves_the_same_scores(tiny_model_dir, reranker):
+    engine = load_engine(dataclasses.replace(Settings(model=str(tiny_model_dir)), compile_layers="on"))
+    try:
+        assert all("forward" in vars(layer) for layer in engine.reranker.base.language_model.layers)
+        request = REQUESTS[1]
+        got = asyncio.run(engine.rerank(request)).logits
+    finally:
+        engine.close()
+        fused.unfuse_decoder_layers(engine.reranker.base.language_model)
+    want = all_logits(reranker)[1]
+    assert got == pytest.approx(want, abs=1e-5)
