@@ -22,7 +22,7 @@ def _find(cases, workload, variant, k, clients=1):
 
 
 def targets(cases, device_type: str) -> list[dict]:
-    """The issue's targets, each with the measured value and whether it was met."""
+    """The benchmark's targets, each with the measured value and whether it was met."""
     checks: list[dict] = []
 
     def check(name: str, value: float | None, goal: str, met: bool | None) -> None:

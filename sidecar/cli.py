@@ -34,7 +34,8 @@ FLAG_HELP = {
     "prefix_reuse": "compute the shared system+instruction+query prefix once per request (--no-prefix-reuse to compare)",
     "prefix_reuse_min_saved_tokens": "reuse the prefix only if it saves this many tokens (prefix x (docs-1)); "
     "unset = auto: 0 on CPU, 2048 on CUDA",
-    "preprocess_workers": "threads that fetch/decode media and tokenise while the model computes",
+    "preprocess_workers": "threads that prepare requests (media, tokenisation) while the model computes",
+    "media_workers": "threads, shared by all requests, that fetch, decode and resize a request's images in parallel",
     "media_root": "directory under which local media paths may be read; unset disables local paths",
     "allow_private_urls": "allow media URLs on loopback/private/link-local addresses (off: SSRF protection)",
     "fetch_connect_timeout_s": "media URL connect timeout, seconds",
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_opensearch_arguments(opensearch)
 
-    # --- demo stack (issue #8): `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
+    # --- demo stack: `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
     from sidecar.loader import add_arguments as add_loader_arguments
     from sidecar.web.cli import add_arguments as add_web_arguments
 

@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, options in FLAGS:
         parser.add_argument(flag, **options)
-    # --- `demo --web` (issue #8): the search page instead of the printed tables; see sidecar/web/cli.py ---
+    # --- `demo --web`: the search page instead of the printed tables; see sidecar/web/cli.py ---
     web = parser.add_argument_group("web page")
     web.add_argument("--web", action="store_true", help="serve the search page instead of printing tables")
     web.add_argument("--host", dest="web_host", default="127.0.0.1", help="--web: address to bind (default: 127.0.0.1)")
@@ -315,7 +315,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.verbose:
         quiet_engine_logs()
     try:
-        if getattr(args, "web", False):  # `demo --web` (issue #8)
+        if getattr(args, "web", False):  # `demo --web`
             from sidecar.web.cli import run_embedded
 
             return run_embedded(args)

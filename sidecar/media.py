@@ -18,7 +18,8 @@ import ipaddress
 import math
 import socket
 import ssl
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field, replace
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -206,26 +207,35 @@ def decode_image(data: bytes, policy: MediaPolicy) -> Image.Image:
 
 
 class MediaResolver:
-    """Resolves references for one request, fetching and decoding each distinct one once."""
+    """Resolves references for one request, fetching and decoding each distinct one once.
+
+    Thread-safe: the items of a request may be resolved concurrently; a reference that two threads
+    ask for at once is still fetched once (the second waits for the first).
+    """
 
     def __init__(self, policy: MediaPolicy) -> None:
         self.policy = policy
-        self._images: dict[str, Image.Image] = {}
+        self._images: dict[str, _Slot] = {}
+        self._lock = threading.Lock()
         self.decoded = 0
 
     def image(self, ref: MediaRef, where: str) -> Image.Image:
         """Decoded RGB image for `ref`; errors name `where` (e.g. "documents[3].images[0]")."""
         key = "d:" + hashlib.sha1(ref.data).hexdigest() if ref.data else "u:" + (ref.uri or "")
-        if key not in self._images:
-            try:
-                data = ref.data if ref.data else self.load_bytes(ref.uri or "")
-                self._images[key] = decode_image(data, self.policy)
-            except SidecarError as exc:
-                raise SidecarError(exc.kind, f"{where}: {exc.message}") from None
-            except (ValueError, OSError) as exc:
-                raise invalid(f"{where}: {exc}") from None
-            self.decoded += 1
-        return self._images[key]
+        with self._lock:
+            slot = self._images.setdefault(key, _Slot())
+        with slot.lock:
+            if slot.image is None:
+                try:
+                    data = ref.data if ref.data else self.load_bytes(ref.uri or "")
+                    slot.image = decode_image(data, self.policy)
+                except SidecarError as exc:
+                    raise SidecarError(exc.kind, f"{where}: {exc.message}") from None
+                except (ValueError, OSError) as exc:
+                    raise invalid(f"{where}: {exc}") from None
+                with self._lock:
+                    self.decoded += 1
+            return slot.image
 
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
@@ -265,6 +275,14 @@ class MediaResolver:
         if path.stat().st_size > max_bytes:
             raise SidecarError(Kind.TOO_LARGE, f"file {raw!r} exceeds {max_bytes} bytes")
         return path.read_bytes()
+
+
+@dataclass
+class _Slot:
+    """One distinct reference of a request: its image once decoded, and the lock its fetch holds."""
+
+    image: Image.Image | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _data_uri_bytes(uri: str, max_bytes: int) -> bytes:

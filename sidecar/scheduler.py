@@ -120,6 +120,8 @@ class Engine:
             max_video_bytes=settings.max_video_bytes,
         )
         self._pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
+        # A separate pool: preparation tasks wait on media tasks, so sharing one pool could deadlock.
+        self._media_pool = ThreadPoolExecutor(settings.media_workers, thread_name_prefix="media")
         self._inbox: queue.Queue[_Job | None] = queue.Queue()
         self._queued_pairs = 0
         self._lock = threading.Lock()
@@ -150,7 +152,9 @@ class Engine:
             "reranker",
             len(request.documents),
             deadline,
-            lambda: reranker.prepare(request, resolver, self.settings.prefix_reuse, self.min_saved_tokens),
+            lambda: reranker.prepare(
+                request, resolver, self.settings.prefix_reuse, self.min_saved_tokens, self._media_pool
+            ),
         )
         return RerankOutcome(job.outputs, job.timings)
 
@@ -161,7 +165,10 @@ class Engine:
             return EmbedOutcome(torch.zeros(0, embedder.hidden_size), Timings())
         resolver = MediaResolver(self.policy)
         job = await self._submit(
-            "embedding", len(inputs), deadline, lambda: embedder.prepare(inputs, instruction, resolver)
+            "embedding",
+            len(inputs),
+            deadline,
+            lambda: embedder.prepare(inputs, instruction, resolver, self._media_pool),
         )
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 
@@ -212,6 +219,7 @@ class Engine:
         self._inbox.put(None)
         self._thread.join(timeout=self.settings.drain_seconds)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._media_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- model thread ------------------------------------------------------------------------
 

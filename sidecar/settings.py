@@ -32,7 +32,8 @@ class Settings:
     # the separate prefix forward costs a fixed overhead that a GPU notices on small requests.
     # None = auto: 0 on CPU (every saved token counts), 2048 on CUDA.
     prefix_reuse_min_saved_tokens: int | None = None
-    preprocess_workers: int = 2  # threads for media decoding and tokenisation
+    preprocess_workers: int = 2  # threads that prepare requests (media, tokenisation) while the model computes
+    media_workers: int = 8  # threads that fetch and decode one request's images in parallel
     media_root: Path | None = None  # local media paths are allowed only under this directory
     allow_private_urls: bool = False  # allow http(s) media URLs on loopback/private/link-local addresses
     fetch_connect_timeout_s: float = 3.0

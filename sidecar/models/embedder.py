@@ -7,6 +7,7 @@ padding, the final hidden state at the last real token, L2 normalisation, max le
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +44,13 @@ class EmbedderModel(QwenBackend):
     def __init__(self, name: str, base, processor, max_length: int = EMBED_MAX_LENGTH) -> None:
         super().__init__(name, base, processor, max_length)
 
-    def prepare(self, inputs: tuple[ItemInput, ...], instruction: str, resolver: MediaResolver) -> PreparedEmbed:
-        """Resolve media, build and tokenize each input's prompt, truncate as the reference does."""
-        items = [self.visual_processor.item(item, f"inputs[{i}]", resolver) for i, item in enumerate(inputs)]
+    def prepare(
+        self, inputs: tuple[ItemInput, ...], instruction: str, resolver: MediaResolver, pool: Executor | None = None
+    ) -> PreparedEmbed:
+        """Resolve media (concurrently on `pool` when given), build and tokenize each input's prompt, truncate
+        as the reference does."""
+        labelled = [(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
+        items = self.visual_processor.items(labelled, resolver, pool)
         texts = [
             expand_placeholders(embed_prompt(instruction, side_content(it.text, it.n_images, it.n_videos)), it.visuals)
             for it in items

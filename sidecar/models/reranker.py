@@ -11,6 +11,7 @@ so scores equal the full computation up to float rounding.
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import torch
@@ -85,15 +86,19 @@ class RerankerModel(QwenBackend):
     # ---- preparation (CPU) -------------------------------------------------------------------
 
     def prepare(
-        self, request: RerankInput, resolver: MediaResolver, reuse_prefix: bool = True, min_saved_tokens: int = 0
+        self,
+        request: RerankInput,
+        resolver: MediaResolver,
+        reuse_prefix: bool = True,
+        min_saved_tokens: int = 0,
+        pool: Executor | None = None,
     ) -> PreparedRerank:
-        """Resolve media, build and tokenize every pair, split off the shared prefix.
+        """Resolve media (concurrently on `pool` when given), build and tokenize every pair, split off the prefix.
 
         The prefix is split off only when it saves at least `min_saved_tokens` forwarded tokens.
         """
-        vp = self.visual_processor
-        query = vp.item(request.query, "query", resolver)
-        docs = [vp.item(doc, f"documents[{i}]", resolver) for i, doc in enumerate(request.documents)]
+        labelled = [(request.query, "query")] + [(doc, f"documents[{i}]") for i, doc in enumerate(request.documents)]
+        query, *docs = self.visual_processor.items(labelled, resolver, pool)
         head = rerank_query_prefix(request.instruction, side_content(query.text, query.n_images, query.n_videos))
         texts = [
             expand_placeholders(

@@ -7,6 +7,8 @@ placeholders into those tokens, as the Qwen3-VL processor does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +88,24 @@ class VisualProcessor:
             seconds = (group[0] + group[-1]) / 2
             placeholder += f"<{seconds:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_frame + "<|vision_end|>"
         return Visual(VIDEO, out["pixel_values_videos"], grid, placeholder, frames=n_frames)
+
+    def items(
+        self, items: Sequence[tuple[ItemInput, str]], resolver: MediaResolver, pool: Executor | None = None
+    ) -> list[ProcessedItem]:
+        """`item` for each (item, where), in order; with `pool`, items with media are processed concurrently.
+
+        A request's images are fetched, decoded and resized in parallel (network waits, PIL and
+        torch release the GIL). Errors stay deterministic: the first failing item in order raises.
+        """
+        with_media = sum(1 for item, _ in items if item.images or item.videos)
+        if pool is None or with_media < 2:
+            return [self.item(item, where, resolver) for item, where in items]
+        futures = [pool.submit(self.item, item, where, resolver) for item, where in items]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()  # after an error: the rest need not run
 
     def item(self, item: ItemInput, where: str, resolver: MediaResolver) -> ProcessedItem:
         """Resolve and process every part of `item`; errors name `where` and the part."""

@@ -7,6 +7,7 @@ import http.server
 import io
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from PIL import Image
 
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver, prepare_video_frames, resize_image, smart_resize
-from sidecar.types import MediaRef
+from sidecar.types import ItemInput, MediaRef
 from tests.conftest import png_bytes
 
 
@@ -120,10 +121,18 @@ def test_private_addresses_are_refused_by_default():
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     routes: dict = {}
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
 
     def do_GET(self):  # noqa: N802
         status, headers, body, delay = self.routes.get(self.path, (404, {}, b"", 0))
+        with _Handler.lock:
+            _Handler.in_flight += 1
+            _Handler.most_in_flight = max(_Handler.most_in_flight, _Handler.in_flight)
         time.sleep(delay)
+        with _Handler.lock:
+            _Handler.in_flight -= 1
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)
@@ -138,6 +147,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def http_server():
     _Handler.hits = {}
+    _Handler.most_in_flight = 0
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -177,5 +187,42 @@ def test_repeated_reference_is_fetched_once_per_request(http_server):
     resolver = MediaResolver(MediaPolicy(allow_private_urls=True))
     for i in range(5):
         resolver.image(MediaRef(uri=f"{http_server}/same.png"), f"documents[{i}].images[0]")
+    assert _Handler.hits["/same.png"] == 1
+    assert resolver.decoded == 1
+
+
+def test_a_requests_images_are_fetched_concurrently_and_kept_in_order(http_server, reranker):
+    _Handler.routes = {f"/{i}.png": (200, {}, png_bytes(40 + 30 * i, 40, seed=i), 0.3) for i in range(4)}
+    items = [
+        (ItemInput(text=f"doc {i}", images=(MediaRef(uri=f"{http_server}/{i}.png"),)), f"documents[{i}]")
+        for i in range(4)
+    ]
+    resolver = MediaResolver(MediaPolicy(allow_private_urls=True))
+    with ThreadPoolExecutor(4) as pool:
+        processed = reranker.visual_processor.items(items, resolver, pool)
+    assert _Handler.most_in_flight >= 2  # the fetches overlapped
+    assert [p.text for p in processed] == [f"doc {i}" for i in range(4)]
+    one_by_one = reranker.visual_processor.items(items, MediaResolver(MediaPolicy(allow_private_urls=True)))
+    for concurrent, sequential in zip(processed, one_by_one, strict=True):  # each document got its own image
+        assert torch.equal(concurrent.visuals[0].pixel_values, sequential.visuals[0].pixel_values)
+    assert resolver.decoded == 4
+
+
+def test_concurrent_items_report_the_first_failing_document_in_order(http_server, reranker):
+    image = png_bytes(20, 20, seed=1)
+    _Handler.routes = {"/ok.png": (200, {}, image, 0), "/late-404.png": (404, {}, b"", 0.4)}
+    urls = ["/ok.png", "/late-404.png", "/ok.png", "/fast-404.png"]  # documents[3] fails first in time
+    items = [(ItemInput(images=(MediaRef(uri=f"{http_server}{u}"),)), f"documents[{i}]") for i, u in enumerate(urls)]
+    with ThreadPoolExecutor(4) as pool, pytest.raises(SidecarError, match=r"^documents\[1\]\.images\[0\]: .*404"):
+        reranker.visual_processor.items(items, MediaResolver(MediaPolicy(allow_private_urls=True)), pool)
+
+
+def test_a_reference_shared_by_concurrent_documents_is_fetched_once(http_server, reranker):
+    _Handler.routes = {"/same.png": (200, {}, png_bytes(20, 20, seed=6), 0.2)}
+    items = [(ItemInput(images=(MediaRef(uri=f"{http_server}/same.png"),)), f"documents[{i}]") for i in range(6)]
+    resolver = MediaResolver(MediaPolicy(allow_private_urls=True))
+    with ThreadPoolExecutor(6) as pool:
+        processed = reranker.visual_processor.items(items, resolver, pool)
+    assert len(processed) == 6
     assert _Handler.hits["/same.png"] == 1
     assert resolver.decoded == 1
