@@ -130,6 +130,11 @@ def unsupported_reason(text_model: torch.nn.Module) -> str | None:
     for name in ("input_layernorm", "post_attention_layernorm", "self_attn", "mlp"):
         if not hasattr(layer, name):
             return f"the decoder layer has no {name}"
+    if not all(hasattr(layer.self_attn, name) for name in ("q_norm", "k_norm")):
+        return "the attention has no per-head q/k norms"
+    norms = (layer.input_layernorm, layer.post_attention_layernorm, layer.self_attn.q_norm, layer.self_attn.k_norm)
+    if len({norm.variance_epsilon for norm in norms}) != 1:
+        return "the layer's norms use different epsilons"
     return None
 
 
