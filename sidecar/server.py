@@ -61,6 +61,7 @@ def load_engine(settings: Settings):
     from sidecar.models.embedder import EmbedderModel
     from sidecar.models.loading import load_pretrained, resolve_device, resolve_dtype
     from sidecar.models.reranker import RerankerModel
+    from sidecar.models.template_check import template_difference
     from sidecar.scheduler import Engine
 
     device = resolve_device(settings.device)
@@ -80,6 +81,9 @@ def load_engine(settings: Settings):
         )
         embedder = EmbedderModel(settings.embedding_model, base, processor)
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
+    for loaded in (reranker, embedder):
+        if loaded is not None and (difference := template_difference(loaded.processor, loaded.kind)):
+            log.warning("%s %s: scores may drift from the reference's: %s", loaded.kind, loaded.name, difference)
     if fused.wanted(settings.compile_layers, device):
         for loaded in (reranker, embedder):
             if loaded is not None:

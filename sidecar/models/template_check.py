@@ -1,0 +1,91 @@
+"""Does the checkpoint's chat template render prompts exactly as `sidecar.prompts` builds them?
+
+The sidecar builds prompt strings itself (so it can split off the shared query prefix); the
+official references render a conversation through the checkpoint's chat template. At load time a
+sample conversation with every part kind (text, image, video, empty side) goes through both; a
+difference means scores would drift from the reference's, so it is reported with its position.
+"""
+
+from __future__ import annotations
+
+from sidecar.prompts import (
+    RERANK_DEFAULT_INSTRUCTION,
+    RERANK_SYSTEM,
+    embed_instruction,
+    embed_prompt,
+    rerank_document_suffix,
+    rerank_query_prefix,
+    side_content,
+)
+
+_QUERY_TEXT = "a red shoe"
+_DOCUMENT_TEXT = "Trail runner, size 42."
+
+
+def _rerank_pair() -> tuple[list[dict], str]:
+    """A text+image query against a video+text document, as a conversation and as our prompt."""
+    user = [
+        {"type": "text", "text": "<Instruct>: " + RERANK_DEFAULT_INSTRUCTION},
+        {"type": "text", "text": "<Query>:"},
+        {"type": "image"},
+        {"type": "text", "text": _QUERY_TEXT},
+        {"type": "text", "text": "\n<Document>:"},
+        {"type": "video"},
+        {"type": "text", "text": _DOCUMENT_TEXT},
+    ]
+    conversation = [
+        {"role": "system", "content": [{"type": "text", "text": RERANK_SYSTEM}]},
+        {"role": "user", "content": user},
+    ]
+    ours = rerank_query_prefix(None, side_content(_QUERY_TEXT, 1, 0)) + rerank_document_suffix(
+        side_content(_DOCUMENT_TEXT, 0, 1)
+    )
+    return conversation, ours
+
+
+def _rerank_empty_document() -> tuple[list[dict], str]:
+    user = [
+        {"type": "text", "text": "<Instruct>: " + RERANK_DEFAULT_INSTRUCTION},
+        {"type": "text", "text": "<Query>:"},
+        {"type": "text", "text": _QUERY_TEXT},
+        {"type": "text", "text": "\n<Document>:"},
+        {"type": "text", "text": "NULL"},
+    ]
+    conversation = [
+        {"role": "system", "content": [{"type": "text", "text": RERANK_SYSTEM}]},
+        {"role": "user", "content": user},
+    ]
+    return conversation, rerank_query_prefix(None, _QUERY_TEXT) + rerank_document_suffix(side_content("", 0, 0))
+
+
+def _embed_item() -> tuple[list[dict], str]:
+    conversation = [
+        {"role": "system", "content": [{"type": "text", "text": embed_instruction(None)}]},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}]},
+    ]
+    return conversation, embed_prompt(None, side_content(_QUERY_TEXT, 1, 0))
+
+
+def template_difference(processor, kind: str) -> str | None:
+    """Where `processor`'s chat template and our prompt builder disagree, or None when they agree.
+
+    `kind` is "reranker" or "embedding". A processor without a chat template cannot be checked
+    and counts as agreeing (the sidecar never uses the template itself).
+    """
+    if not getattr(processor, "chat_template", None):
+        return None
+    samples = [_rerank_pair(), _rerank_empty_document()] if kind == "reranker" else [_embed_item()]
+    for conversation, ours in samples:
+        try:
+            theirs = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:  # a template that cannot render our message shapes at all
+            return f"the chat template cannot render a sample conversation: {type(exc).__name__}: {exc}"
+        if isinstance(theirs, list):
+            theirs = theirs[0]
+        if theirs != ours:
+            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            return (
+                f"the chat template renders {theirs[max(0, at - 20) : at + 40]!r} where the sidecar builds "
+                f"{ours[max(0, at - 20) : at + 40]!r} (character {at})"
+            )
+    return None
