@@ -53,8 +53,13 @@ def fused_reranker(reranker):
 
 @pytest.mark.parametrize("prefix_reuse", [True, False], ids=["prefix-reuse", "no-prefix-reuse"])
 def test_compiled_layers_score_like_eager_layers(fused_reranker, prefix_reuse):
+    from torch._dynamo.utils import counters
+
     settings = dict(prefix_reuse=prefix_reuse, max_batch_tokens=2048)
+    graphs = counters["stats"]["unique_graphs"]
     compiled = all_logits(fused_reranker, **settings)
+    # Every batch shape above (prefixes, rows, images, mixed requests) reused the start-up compilation.
+    assert counters["stats"]["unique_graphs"] == graphs
     fused.set_enabled(False)
     try:
         eager = all_logits(fused_reranker, **settings)
