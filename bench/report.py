@@ -77,11 +77,28 @@ def targets(cases, device_type: str) -> list[dict]:
             ratio = many.pairs_per_s / one.pairs_per_s
             check("8 clients K=10: aggregate / one client", round(ratio, 2), ">= 1.5", ratio >= 1.5)
     growth = max((c.rss_growth_mb for c in cases), default=0.0)
-    check("RSS growth within a measured case (MB)", round(growth, 1), "bounded (no steady growth)", None)
+    check("RSS growth within a measured case (MB)", round(growth, 1), "(allocator and cache warm-up)", None)
     return checks
 
 
-def markdown(facts: dict, cases, checks: list[dict]) -> str:
+def memory_targets(memory: dict[str, list[float]]) -> list[dict]:
+    """No steady growth: over the second half of identical requests, memory varies by at most 64 MB."""
+    checks = []
+    for name, samples in memory.items():
+        later = samples[len(samples) // 2 :]
+        spread = max(later) - min(later)
+        checks.append(
+            {
+                "target": f"{name}: spread over requests {len(samples) - len(later) + 1}-{len(samples)} (MB)",
+                "measured": round(spread, 1),
+                "goal": "<= 64 (no steady growth)",
+                "met": spread <= 64,
+            }
+        )
+    return checks
+
+
+def markdown(facts: dict, cases, checks: list[dict], memory: dict[str, list[float]] | None = None) -> str:
     out = ["# Reranking benchmark", ""]
     out += [f"- **{k}**: {v}" for k, v in facts.items()]
     out += [
@@ -103,6 +120,9 @@ def markdown(facts: dict, cases, checks: list[dict]) -> str:
             f"{c.p50_ms:.0f} | {c.p95_ms:.0f} | {c.flops_per_request / 1e9:.1f} | {c.achieved_tflops:.3f} | "
             f"{mfu} | {c.peak_memory_mb:.0f} | {c.preprocessing_ms:.0f} | {c.inference_ms:.0f} | {c.queue_ms:.0f} |"
         )
+    if memory:
+        out += ["", "## Memory (MB) after each of a run of identical requests to one engine", ""]
+        out += [f"- {name}: {', '.join(f'{x:.0f}' for x in samples)}" for name, samples in memory.items()]
     out += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in checks:
         met = {True: "yes", False: "**no**", None: "-"}[t["met"]]

@@ -91,6 +91,9 @@ PLANS = {
 }
 
 
+MEMORY_ROUNDS = 12  # identical requests per memory-stability run
+
+
 def build_request(reranker: RerankerModel, workload: str, k: int) -> RerankInput:
     query_kind, doc_kind = workload.split("/")
     query = workloads.image_query() if query_kind.startswith("text+image") else workloads.text_query()
@@ -216,6 +219,30 @@ async def measure(case: Case, reranker: RerankerModel, request: RerankInput, set
     case.achieved_tflops = case.flops_per_request * len(case.latencies_ms) / wall / 1e12
 
 
+async def memory_rounds(
+    reranker: RerankerModel, request: RerankInput, settings: Settings, rounds: int
+) -> dict[str, list[float]]:
+    """Resident memory (MB) after each of `rounds` identical requests to one engine, and on a GPU the
+    memory torch has allocated there: flat means no leak. The first rounds may grow while
+    allocators, thread arenas and caches warm up; the check looks at the later ones.
+    """
+    engine = Engine(settings, reranker)
+    fused.set_enabled(True)
+    samples: dict[str, list[float]] = {"RSS": []}
+    if reranker.device.type == "cuda":
+        samples["GPU allocated"] = []
+    try:
+        for _ in range(rounds):
+            await engine.rerank(request)
+            gc.collect()
+            samples["RSS"].append(round(rss_mb(), 1))
+            if "GPU allocated" in samples:
+                samples["GPU allocated"].append(round(torch.cuda.memory_allocated(reranker.device) / 2**20, 1))
+    finally:
+        engine.close()
+    return samples
+
+
 def asdict_settings(settings: Settings) -> dict:
     return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
 
@@ -332,10 +359,18 @@ def main() -> None:
             cases.append(case)
             print(report.line(case), flush=True)
 
+    memory = {}
+    for workload in ("text-query/image-docs", "text-query/text-docs"):
+        request = requests.setdefault((workload, 100), build_request(reranker, workload, 100))
+        for kind, samples in asyncio.run(memory_rounds(reranker, request, settings, MEMORY_ROUNDS)).items():
+            memory[f"{workload} K=100, {kind}"] = samples
+            print(f"{kind} after each of {MEMORY_ROUNDS} {workload} K=100 requests (MB): {samples}", flush=True)
+
     args.out.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": facts, "cases": [asdict(c) for c in cases], "targets": report.targets(cases, device.type)}
+    checks = report.targets(cases, device.type) + report.memory_targets(memory)
+    payload = {"machine": facts, "cases": [asdict(c) for c in cases], "memory_rss_mb": memory, "targets": checks}
     (args.out / "results.json").write_text(json.dumps(payload, indent=2))
-    (args.out / "results.md").write_text(report.markdown(facts, cases, payload["targets"]))
+    (args.out / "results.md").write_text(report.markdown(facts, cases, checks, memory))
     report.plot(cases, args.out / "plot.png", facts)
     print((args.out / "results.md").read_text())
 
