@@ -87,6 +87,30 @@ class CompiledLayers:
         self.before = torch.compile(_before_attention, dynamic=None, fullgraph=True)
         self.after = torch.compile(_after_attention, dynamic=None, fullgraph=True)
         self.enabled = True
+        self.failure: str | None = None  # the first failure since the last start-up check
+
+    def run(self, compiled_fn, eager_fn, *args):
+        """`compiled_fn(*args)`; if compiling or running it fails, the same math eagerly, and eager from then on.
+
+        The start-up check compiles every graph the engine uses, so this is a safety net (a toolchain
+        or compiler failure on some later input) that keeps requests answered, only slower. Running
+        out of memory is not a compilation problem and is raised as it is.
+        """
+        try:
+            return compiled_fn(*args)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if self.failure is None:
+                self.failure = f"{type(exc).__name__}: {_first_line(exc)}"
+                log.error("compiled decoder layers failed, continuing with eager layers: %s", self.failure)
+            self.enabled = False
+            return eager_fn(*args)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 _COMPILED: CompiledLayers | None = None
@@ -169,12 +193,18 @@ def fuse_and_verify(base_model: torch.nn.Module) -> str | None:
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, text_model.config.vocab_size, (2, 24), generator=generator).to(parameter.device)
     expected = base_model(input_ids=ids).last_hidden_state.float()
+    compiled = _compiled()
+    compiled.enabled, compiled.failure = True, None
     fuse_decoder_layers(text_model)
     try:
         actual = base_model(input_ids=ids).last_hidden_state.float()
-    except Exception as exc:  # no C++/Triton toolchain, an unsupported torch: stay eager, say why
+    except Exception as exc:  # the fused layer code itself does not fit this transformers version
         unfuse_decoder_layers(text_model)
-        return f"compiling failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+        return f"fused layers failed: {type(exc).__name__}: {_first_line(exc)}"
+    if compiled.failure is not None:  # no C++/Triton toolchain, an unsupported torch: stay eager, say why
+        unfuse_decoder_layers(text_model)
+        compiled.enabled = True
+        return f"compiling failed: {compiled.failure}"
     error = float((actual - expected).norm() / expected.norm().clamp_min(1e-12))
     # A broken compilation is off by order 1. In half precision, two correct computations of a deep
     # stack already differ by a few percent (measured for the 2B shape in bfloat16: 1.7e-2 between
@@ -205,7 +235,9 @@ def _make_forward(compiled: CompiledLayers, eager_forward):
         cos, sin = cos.expand(batch, -1, -1).reshape(tokens, -1), sin.expand(batch, -1, -1).reshape(tokens, -1)
         for tensor in (flat, cos, sin):
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
-        q, k, v = compiled.before(
+        q, k, v = compiled.run(
+            compiled.before,
+            _before_attention,
             flat,
             self.input_layernorm.weight,
             attn.q_proj.weight,
@@ -225,7 +257,9 @@ def _make_forward(compiled: CompiledLayers, eager_forward):
         attended, _ = sdpa_attention_forward(attn, q, k, v, attention_mask, dropout=0.0, scaling=attn.scaling)
         attended = attended.reshape(tokens, -1)
         torch._dynamo.maybe_mark_dynamic(attended, 0)
-        out = compiled.after(
+        out = compiled.run(
+            compiled.after,
+            _after_attention,
             attended,
             flat,
             attn.o_proj.weight,

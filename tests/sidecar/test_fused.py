@@ -127,3 +127,29 @@ def test_server_with_compiled_layers_serves_the_same_scores(tiny_model_dir, rera
         fused.unfuse_decoder_layers(engine.reranker.base.language_model)
     want = all_logits(reranker)[1]
     assert got == pytest.approx(want, abs=1e-5)
+
+
+def _broken(*args):
+    raise RuntimeError("no C compiler found")
+
+
+def test_a_compiler_failure_at_start_up_leaves_the_model_eager_with_the_reason(reranker, monkeypatch):
+    compiled = fused._compiled()
+    monkeypatch.setattr(compiled, "before", _broken)
+    reason = reranker.compile_layers()
+    assert reason == "compiling failed: RuntimeError: no C compiler found"
+    assert not any("forward" in vars(layer) for layer in reranker.base.language_model.layers)
+    assert compiled.enabled
+
+
+def test_a_compiled_graph_failing_later_falls_back_to_eager_and_keeps_serving(fused_reranker, monkeypatch, caplog):
+    compiled = fused._compiled()
+    monkeypatch.setattr(compiled, "after", _broken)
+    with caplog.at_level("ERROR", logger="sidecar.models.fused"):
+        served = all_logits(fused_reranker)
+    assert not compiled.enabled
+    assert caplog.text.count("continuing with eager layers: RuntimeError: no C compiler found") == 1
+    eager = all_logits(fused_reranker)  # the switch is now off: transformers' layers
+    fused.set_enabled(True)
+    for got, want in zip(served, eager, strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
