@@ -81,20 +81,19 @@ def load_engine(settings: Settings):
         )
         embedder = EmbedderModel(settings.embedding_model, base, processor)
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
-    for loaded in (reranker, embedder):
-        if loaded is not None and (difference := template_difference(loaded.processor, loaded.kind)):
+    compile_layers = fused.wanted(settings.compile_layers, device)
+    for loaded in (model for model in (reranker, embedder) if model is not None):
+        if difference := template_difference(loaded.processor, loaded.kind):
             log.warning("%s %s: scores may drift from the reference's: %s", loaded.kind, loaded.name, difference)
-    if fused.wanted(settings.compile_layers, device):
-        for loaded in (reranker, embedder):
-            if loaded is not None:
-                start = time.perf_counter()
-                reason = loaded.compile_layers()
-                if reason is None:
-                    log.info("%s: decoder layers compiled in %.1fs", loaded.kind, time.perf_counter() - start)
-                elif settings.compile_layers == "on":
-                    raise SystemExit(f"--compile-layers on: {loaded.kind} {loaded.name}: {reason}")
-                else:
-                    log.warning("%s: decoder layers stay eager: %s", loaded.kind, reason)
+        if compile_layers:
+            start = time.perf_counter()
+            reason = loaded.compile_layers()
+            if reason is None:
+                log.info("%s: decoder layers compiled in %.1fs", loaded.kind, time.perf_counter() - start)
+            elif settings.compile_layers == "on":
+                raise SystemExit(f"--compile-layers on: {loaded.kind} {loaded.name}: {reason}")
+            else:
+                log.warning("%s: decoder layers stay eager: %s", loaded.kind, reason)
     return Engine(settings, reranker, embedder)
 
 
