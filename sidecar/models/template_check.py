@@ -22,21 +22,23 @@ _QUERY_TEXT = "a red shoe"
 _DOCUMENT_TEXT = "Trail runner, size 42."
 
 
+def _conversation(system: str, user: list[dict]) -> list[dict]:
+    return [{"role": "system", "content": [{"type": "text", "text": system}]}, {"role": "user", "content": user}]
+
+
+def _rerank_conversation(query: list[dict], document: list[dict]) -> list[dict]:
+    """The reference's rerank conversation: instruction, then each side's parts after its label."""
+    instruct = [{"type": "text", "text": "<Instruct>: " + RERANK_DEFAULT_INSTRUCTION}]
+    query_label, document_label = {"type": "text", "text": "<Query>:"}, {"type": "text", "text": "\n<Document>:"}
+    return _conversation(RERANK_SYSTEM, [*instruct, query_label, *query, document_label, *document])
+
+
 def _rerank_pair() -> tuple[list[dict], str]:
     """A text+image query against a video+text document, as a conversation and as our prompt."""
-    user = [
-        {"type": "text", "text": "<Instruct>: " + RERANK_DEFAULT_INSTRUCTION},
-        {"type": "text", "text": "<Query>:"},
-        {"type": "image"},
-        {"type": "text", "text": _QUERY_TEXT},
-        {"type": "text", "text": "\n<Document>:"},
-        {"type": "video"},
-        {"type": "text", "text": _DOCUMENT_TEXT},
-    ]
-    conversation = [
-        {"role": "system", "content": [{"type": "text", "text": RERANK_SYSTEM}]},
-        {"role": "user", "content": user},
-    ]
+    conversation = _rerank_conversation(
+        [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}],
+        [{"type": "video"}, {"type": "text", "text": _DOCUMENT_TEXT}],
+    )
     ours = rerank_query_prefix(None, side_content(_QUERY_TEXT, 1, 0)) + rerank_document_suffix(
         side_content(_DOCUMENT_TEXT, 0, 1)
     )
@@ -44,25 +46,13 @@ def _rerank_pair() -> tuple[list[dict], str]:
 
 
 def _rerank_empty_document() -> tuple[list[dict], str]:
-    user = [
-        {"type": "text", "text": "<Instruct>: " + RERANK_DEFAULT_INSTRUCTION},
-        {"type": "text", "text": "<Query>:"},
-        {"type": "text", "text": _QUERY_TEXT},
-        {"type": "text", "text": "\n<Document>:"},
-        {"type": "text", "text": "NULL"},
-    ]
-    conversation = [
-        {"role": "system", "content": [{"type": "text", "text": RERANK_SYSTEM}]},
-        {"role": "user", "content": user},
-    ]
+    """A text query against an empty document (rendered "NULL")."""
+    conversation = _rerank_conversation([{"type": "text", "text": _QUERY_TEXT}], [{"type": "text", "text": "NULL"}])
     return conversation, rerank_query_prefix(None, _QUERY_TEXT) + rerank_document_suffix(side_content("", 0, 0))
 
 
 def _embed_item() -> tuple[list[dict], str]:
-    conversation = [
-        {"role": "system", "content": [{"type": "text", "text": embed_instruction(None)}]},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}]},
-    ]
+    conversation = _conversation(embed_instruction(None), [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}])
     return conversation, embed_prompt(None, side_content(_QUERY_TEXT, 1, 0))
 
 
