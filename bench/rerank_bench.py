@@ -23,7 +23,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +47,15 @@ class Case:
 
     workload: str
     variant: str  # reference | batched | engine | engine-eager
+
+    @property
+    def reuses_prefix(self) -> bool:
+        return self.variant in PREFIX_REUSE
+
+    @property
+    def compiled_layers(self) -> bool:
+        return self.variant not in EAGER_LAYERS
+
     documents: int
     clients: int = 1
     requests: int = 3  # per client, after one warm-up request
@@ -63,6 +72,10 @@ class Case:
     inference_ms: float = 0.0
     queue_ms: float = 0.0
 
+
+# What each variant turns on (with the layers compiled at all; see --compile-layers).
+PREFIX_REUSE = frozenset({"engine", "engine-eager"})
+EAGER_LAYERS = frozenset({"reference", "engine-eager"})
 
 PLANS = {
     # (workload, K, variants, clients, requests per client)
@@ -173,11 +186,9 @@ async def measure(case: Case, reranker: RerankerModel, request: RerankInput, set
     """Fill `case` with latencies: `clients` concurrent loops of `requests` requests each."""
     device = reranker.device
     engine = (
-        None
-        if case.variant == "reference"
-        else Engine(Settings(**{**asdict_settings(settings), "prefix_reuse": case.variant != "batched"}), reranker)
+        None if case.variant == "reference" else Engine(replace(settings, prefix_reuse=case.reuses_prefix), reranker)
     )
-    fused.set_enabled(case.variant not in ("reference", "engine-eager"))
+    fused.set_enabled(case.compiled_layers)
 
     usage: list = []
 
@@ -241,10 +252,6 @@ async def memory_rounds(
     finally:
         engine.close()
     return samples
-
-
-def asdict_settings(settings: Settings) -> dict:
-    return {f: getattr(settings, f) for f in settings.__dataclass_fields__}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -350,9 +357,7 @@ def main() -> None:
                 continue
             # The reference loop is slow by design: a few requests measure it well enough.
             case = Case(workload, variant, k, clients, min(per_client, 3) if variant == "reference" else per_client)
-            case.flops_per_request, _ = request_flops(
-                reranker, shape, request, reuse=variant in ("engine", "engine-eager")
-            )
+            case.flops_per_request, _ = request_flops(reranker, shape, request, reuse=case.reuses_prefix)
             asyncio.run(measure(case, reranker, request, settings))
             if "peak_matmul_tflops" in facts:
                 case.mfu = case.achieved_tflops / facts["peak_matmul_tflops"]
