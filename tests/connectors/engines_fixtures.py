@@ -240,34 +240,28 @@ def fake_engine() -> Iterator[FakeEngine]:
         server.server_close()
 
 
+# Per engine: (connector module, connector class, client fixture, corpus fixture).
+CONNECTORS = {
+    "qdrant": ("connectors.qdrant", "QdrantConnector", "qdrant_local", "qdrant_products"),
+    "milvus-lite": ("connectors.milvus", "MilvusConnector", "milvus_lite", "milvus_products"),
+    "elasticsearch": ("connectors.elasticsearch", "ElasticsearchConnector", "es_client", "es_products"),
+    "opensearch": ("connectors.opensearch", "OpenSearchConnector", "os_client", "os_products"),
+}
+
+
 def connector_factories(request: pytest.FixtureRequest) -> dict[str, Callable[..., Any]]:
     """Per engine: `build(mapping, **options)` -> a connector on that engine's corpus collection."""
+    import importlib
 
-    def qdrant(mapping, **options):
-        from connectors.qdrant import QdrantConnector
+    def factory(module: str, cls: str, client: str, corpus: str) -> Callable[..., Any]:
+        def build(mapping, **options):
+            request.getfixturevalue(corpus)  # the collection exists
+            connector = getattr(importlib.import_module(module), cls)
+            return connector(request.getfixturevalue(client), INDEX, mapping, **options)
 
-        request.getfixturevalue("qdrant_products")
-        return QdrantConnector(request.getfixturevalue("qdrant_local"), INDEX, mapping, **options)
+        return build
 
-    def milvus(mapping, **options):
-        from connectors.milvus import MilvusConnector
-
-        request.getfixturevalue("milvus_products")
-        return MilvusConnector(request.getfixturevalue("milvus_lite"), INDEX, mapping, **options)
-
-    def elasticsearch(mapping, **options):
-        from connectors.elasticsearch import ElasticsearchConnector
-
-        request.getfixturevalue("es_products")
-        return ElasticsearchConnector(request.getfixturevalue("es_client"), INDEX, mapping, **options)
-
-    def opensearch(mapping, **options):
-        from connectors.opensearch import OpenSearchConnector
-
-        request.getfixturevalue("os_products")
-        return OpenSearchConnector(request.getfixturevalue("os_client"), INDEX, mapping, **options)
-
-    return {"qdrant": qdrant, "milvus-lite": milvus, "elasticsearch": elasticsearch, "opensearch": opensearch}
+    return {engine: factory(*spec) for engine, spec in CONNECTORS.items()}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Failure policy and typed errors: sidecar down or late, engine errors, bad mappings, bad arguments."""
+"""Failure policy and typed errors: sidecar down or late, engine errors, bad arguments (bad mappings: shared scenarios)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pytest
 from connectors import (
     EmbedUnavailableError,
     EngineError,
-    FieldMapping,
-    FieldMappingError,
     RerankUnavailableError,
     asearch_and_rerank,
     search_and_rerank,
@@ -111,53 +109,7 @@ def test_mode_the_collection_cannot_serve(qdrant_local, down_client):
         search_and_rerank(lexical_only, QUERY, mode="dense", rerank_client=down_client)
 
 
-# --- field mappings validated against the collection -----------------------------------------
-
-
-def qdrant_connector(client, mapping):
-    from connectors.qdrant import QdrantConnector
-
-    return QdrantConnector(client, "products", mapping)
-
-
-def milvus_connector(client, mapping):
-    from connectors.milvus import MilvusConnector
-
-    return MilvusConnector(client, "products", mapping)
-
-
-ENGINES = {"qdrant": ("qdrant_local", "qdrant_products", qdrant_connector), "milvus": ("milvus_lite", "milvus_products", milvus_connector)}  # fmt: skip
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize(
-    "mapping, named",
-    [
-        (FieldMapping(text_fields=("text", "title")), "field 'title'"),
-        (FieldMapping(text_template="{name}: {text}"), "field 'name'"),
-        (FieldMapping(image_fields=("picture",)), "field 'picture'"),
-        (FieldMapping(id_field="sku"), "field 'sku'"),
-        (FieldMapping(dense_vector="clip"), "'clip'"),
-        (FieldMapping(sparse_vector="splade"), "'splade'"),
-    ],
-)
-def test_missing_fields_are_named(request, engine, mapping, named):
-    client_fixture, collection_fixture, build = ENGINES[engine]
-    request.getfixturevalue(collection_fixture)  # the collection exists
-    with pytest.raises(FieldMappingError) as caught:
-        build(request.getfixturevalue(client_fixture), mapping)
-    assert named in str(caught.value) and "products" in str(caught.value)
-    assert "available:" in str(caught.value)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_a_valid_custom_mapping_is_accepted(request, engine):
-    client_fixture, collection_fixture, build = ENGINES[engine]
-    request.getfixturevalue(collection_fixture)
-    mapping = FieldMapping(text_template="{text} ({color}, {price} EUR)", image_fields="image")
-    connector = build(request.getfixturevalue(client_fixture), mapping)
-    hit = connector.search("hose", None, 1, "bm25")[0]
-    assert hit.text == "green garden hose (green, 35 EUR)"
+# Field mappings validated against the collection: test_shared_scenarios.py, on all four engines.
 
 
 # --- engine errors ------------------------------------------------------------------------------------
