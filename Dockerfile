@@ -36,16 +36,20 @@ RUN python -m venv /opt/venv
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV TORCH_INDEX_URL=${TORCH_INDEX_URL}
 
+# --- the project's files, one list for both targets ------------------------------------------------------
+FROM scratch AS source
+COPY pyproject.toml README.md /src/
+COPY proto /src/proto
+COPY connectors /src/connectors
+COPY sidecar /src/sidecar
+COPY opensearch-plugin-config /src/opensearch-plugin-config
+
 # --- client: `load-catalogue`, `web`, `opensearch-setup` (connectors + page; never imports torch) ------------
 FROM ${PYTHON_IMAGE} AS client
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv && useradd --uid 10001 --create-home --shell /usr/sbin/nologin sidecar
 WORKDIR /opt/rerank-sidecar
-COPY pyproject.toml README.md ./
-COPY proto ./proto
-COPY connectors ./connectors
-COPY sidecar ./sidecar
-COPY opensearch-plugin-config ./opensearch-plugin-config
+COPY --from=source /src/ ./
 RUN pip install -e ".[connectors]" "starlette>=0.40,<2" "uvicorn>=0.30,<1"
 USER sidecar
 WORKDIR /home/sidecar
@@ -62,11 +66,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "torch>=2.5" "torchvision>=0.20"
 RUN useradd --uid 10001 --create-home --shell /usr/sbin/nologin sidecar \
     && mkdir -p /models && chown sidecar:sidecar /models
 WORKDIR /opt/rerank-sidecar
-COPY pyproject.toml README.md ./
-COPY proto ./proto
-COPY connectors ./connectors
-COPY sidecar ./sidecar
-COPY opensearch-plugin-config ./opensearch-plugin-config
+COPY --from=source /src/ ./
 RUN pip install -e ".[server,connectors]"
 USER sidecar
 WORKDIR /home/sidecar
