@@ -11,12 +11,14 @@ so scores equal the full computation up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import torch
 
 from sidecar.media import MediaResolver
+from sidecar.models import fused
 from sidecar.models.backend import QwenBackend
 from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache
 from sidecar.models.visuals import (
@@ -179,17 +181,28 @@ class RerankerModel(QwenBackend):
         prefix_lengths = [len(r.prefix) for r in rows]
         p_max = max(prefix_lengths)
         kwargs = {k: self.to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
-        if p_max:
+        shared = rows[0].prefix
+        context = contextlib.nullcontext()
+        if (
+            p_max
+            and all(r.prefix is shared for r in rows)
+            and fused.prefixed_rows_supported(self.base.language_model, batch, width, p_max)
+        ):
+            # The compiled layers attend to the prefix's keys and values directly (models/fused.py).
+            context = fused.shared_prefix(shared.kv)
+            kwargs["use_cache"] = False
+        elif p_max:
             kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max)
             kwargs["use_cache"] = True
-        # Rows are right-padded, so causal attention alone keeps pads out of real tokens' view; a mask
-        # is needed only to hide the left padding of shorter prefixes.
-        if len(set(prefix_lengths)) > 1:
-            mask = torch.zeros((batch, p_max + width), dtype=torch.long)
-            for b, (p, s) in enumerate(zip(prefix_lengths, lengths)):
-                mask[b, p_max - p : p_max + s] = 1
-            kwargs["attention_mask"] = self.to_device(mask)
-        out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
+            # Rows are right-padded, so causal attention alone keeps pads out of real tokens' view; a
+            # mask is needed only to hide the left padding of shorter prefixes.
+            if len(set(prefix_lengths)) > 1:
+                mask = torch.zeros((batch, p_max + width), dtype=torch.long)
+                for b, (p, s) in enumerate(zip(prefix_lengths, lengths)):
+                    mask[b, p_max - p : p_max + s] = 1
+                kwargs["attention_mask"] = self.to_device(mask)
+        with context:
+            out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
         return (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
 
     def _batched_cache(self, rows: list[PairRow], p_max: int):

@@ -71,14 +71,17 @@ def test_compiled_layers_score_like_eager_layers(fused_reranker, prefix_reuse):
 
 
 def test_the_compiled_path_is_really_taken(fused_reranker, monkeypatch):
-    """Guards against a fusion that silently falls back to eager everywhere."""
-    calls = []
+    """Guards against a fusion that silently falls back to eager everywhere, and checks that rows
+    after a shared prefix take the graph that lays out the prefix's keys and values itself."""
     compiled = fused._compiled()
-    original = compiled.before
-    monkeypatch.setattr(compiled, "before", lambda *a: calls.append(a[0].shape) or original(*a))
+    calls: dict[str, list] = {"before": [], "before_prefixed": []}
+    for name, seen in calls.items():
+        original = getattr(compiled, name)
+        monkeypatch.setattr(compiled, name, lambda *a, seen=seen, original=original: seen.append(1) or original(*a))
     all_logits(fused_reranker)
     layers = len(fused_reranker.base.language_model.layers)
-    assert len(calls) >= layers and len(calls) % layers == 0
+    for name, seen in calls.items():
+        assert len(seen) >= layers and len(seen) % layers == 0, name
 
 
 def test_unfuse_restores_transformers_layers(reranker):
