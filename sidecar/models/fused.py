@@ -264,7 +264,7 @@ def fuse_and_verify(base_model: torch.nn.Module) -> str | None:
     except Exception as exc:  # the fused layer code itself does not fit this transformers version
         unfuse_decoder_layers(text_model)
         return f"fused layers failed: {type(exc).__name__}: {_first_line(exc)}"
-    error = float((actual - expected).norm() / expected.norm().clamp_min(1e-12))
+    error = _relative_error(actual, expected)
     if compiled.failure is None:
         error = max(error, _check_prefixed_graph(text_model.layers[0], generator))
     if compiled.failure is not None:  # no C++/Triton toolchain, an unsupported torch: stay eager, say why
@@ -280,6 +280,12 @@ def fuse_and_verify(base_model: torch.nn.Module) -> str | None:
         return f"compiled layers differ from eager by {error:.2e} (relative), more than {tolerance:.0e}"
     log.info("decoder layers compiled and fused (relative difference to eager %.1e)", error)
     return None
+
+
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """|actual - expected| / |expected| (Frobenius norms, in float32)."""
+    actual, expected = actual.float(), expected.float()
+    return float((actual - expected).norm() / expected.norm().clamp_min(1e-12))
 
 
 def _mark_prefixed_dynamic(rows, cos, sin, prefix_k, prefix_v) -> None:
@@ -323,9 +329,7 @@ def _check_prefixed_graph(layer: torch.nn.Module, generator: torch.Generator) ->
     compiled = _compiled()
     actual = compiled.run(compiled.before_prefixed, _before_attention_prefixed, *args, attn.head_dim)
     expected = _before_attention_prefixed(*args, attn.head_dim)
-    return max(
-        float((a.float() - e.float()).norm() / e.float().norm().clamp_min(1e-12)) for a, e in zip(actual, expected)
-    )
+    return max(_relative_error(a, e) for a, e in zip(actual, expected))
 
 
 def _make_forward(compiled: CompiledLayers, eager_forward):

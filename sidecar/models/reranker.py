@@ -181,18 +181,18 @@ class RerankerModel(QwenBackend):
         prefix_lengths = [len(r.prefix) for r in rows]
         p_max = max(prefix_lengths)
         kwargs = {k: self.to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
-        shared = rows[0].prefix
+        shared = rows[0].prefix if all(r.prefix is rows[0].prefix for r in rows) else None
         context = contextlib.nullcontext()
         if (
             p_max
-            and all(r.prefix is shared for r in rows)
+            and shared is not None
             and fused.prefixed_rows_supported(self.base.language_model, batch, width, p_max)
         ):
             # The compiled layers attend to the prefix's keys and values directly (models/fused.py).
             context = fused.shared_prefix(shared.kv)
             kwargs["use_cache"] = False
         elif p_max:
-            kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max)
+            kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max, shared)
             kwargs["use_cache"] = True
             # Rows are right-padded, so causal attention alone keeps pads out of real tokens' view; a
             # mask is needed only to hide the left padding of shorter prefixes.
@@ -205,17 +205,16 @@ class RerankerModel(QwenBackend):
             out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
         return (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
 
-    def _batched_cache(self, rows: list[PairRow], p_max: int):
-        """One cache for the batch: each row's prefix, left-padded to the longest.
+    def _batched_cache(self, rows: list[PairRow], p_max: int, shared: Prefix | None):
+        """One cache for the batch: each row's prefix, left-padded to the longest (`shared`: the
+        one prefix every row continues, if there is one).
 
         Each distinct prefix is padded once per layer and rows pick theirs with one index_select, so
         the number of kernel launches follows the number of requests in the batch, not of rows.
         """
+        if shared is not None:
+            return new_cache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in shared.kv])
         prefixes = [r.prefix for r in rows]
-        if all(p is prefixes[0] for p in prefixes):
-            return new_cache(
-                [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in prefixes[0].kv]
-            )
         distinct = list({id(p): p for p in prefixes}.values())
         slot = {id(p): i for i, p in enumerate(distinct)}
         pick = self.to_device(torch.tensor([slot[id(p)] for p in prefixes]))
