@@ -13,7 +13,7 @@
 # (publish the ports on 127.0.0.1, as docker-compose.yml does). Model weights go to HF_HOME=/models: mount a
 # volume there so they are downloaded once. The health check asks the HTTP face's /ready (503 until the
 # models are loaded and warmed up). The source is installed editable from /opt/rerank-sidecar, so the
-# bundled catalogue (sidecar/demo_data), the page's static files and opensearch-plugin-config/ are on disk.
+# bundled catalogue (sidecar/apps/demo_data), the page's static files and opensearch-plugin-config/ are on disk.
 
 ARG VARIANT=gpu
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04

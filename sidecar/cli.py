@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import logging
 import sys
 from pathlib import Path
 
+from sidecar.apps import COMMANDS
 from sidecar.settings import Settings
 
 # Help text per Settings field: what it does and its trade-off.
@@ -94,30 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="write config and processor only; the loader initialises random weights",
     )
 
-    # `demo`: everything it needs lives in sidecar/demo.py (imported lazily: no torch here).
-    from sidecar.demo import add_arguments as add_demo_arguments
-
-    demo = commands.add_parser(
-        "demo", help="index a bundled catalogue into Milvus Lite and show first-stage vs reranked results"
-    )
-    add_demo_arguments(demo)
-
-    # `opensearch-setup`: everything it needs lives in sidecar/opensearch_setup.py (stdlib only).
-    from sidecar.opensearch_setup import add_arguments as add_opensearch_arguments
-
-    opensearch = commands.add_parser(
-        "opensearch-setup", help="create/update the ML-commons connector, model and rerank search pipeline"
-    )
-    add_opensearch_arguments(opensearch)
-
-    # --- demo stack: `load-catalogue` (sidecar/loader.py) and `web` (sidecar/web/) ---------------
-    from sidecar.loader import add_arguments as add_loader_arguments
-    from sidecar.web.cli import add_arguments as add_web_arguments
-
-    add_loader_arguments(
-        commands.add_parser("load-catalogue", help="index the bundled catalogue into running engines (compose loader)")
-    )
-    add_web_arguments(commands.add_parser("web", help="serve the search page against running engines and a sidecar"))
+    # The apps (sidecar/apps/): each module adds its own flags; none of them imports torch.
+    for app in COMMANDS:
+        importlib.import_module(app.module).add_arguments(commands.add_parser(app.name, help=app.help))
     return parser
 
 
@@ -138,22 +119,9 @@ def main(argv: list[str] | None = None) -> None:
             args.directory, shape=args.shape, seed=args.seed, save_weights=not args.no_weights, kind=args.kind
         )
         print(f"wrote a random {args.shape} Qwen3-VL {args.kind} checkpoint to {path}")
-    elif args.command == "demo":
-        from sidecar.demo import run_demo
-
-        sys.exit(run_demo(args))
-    elif args.command == "load-catalogue":
-        from sidecar.loader import run as run_loader
-
-        sys.exit(run_loader(args))
-    elif args.command == "web":
-        from sidecar.web.cli import run as run_web
-
-        sys.exit(run_web(args))
-    elif args.command == "opensearch-setup":
-        from sidecar.opensearch_setup import run as run_opensearch_setup
-
-        sys.exit(run_opensearch_setup(args))
+    else:
+        app = next(app for app in COMMANDS if app.name == args.command)
+        sys.exit(importlib.import_module(app.module).run(args))
 
 
 if __name__ == "__main__":

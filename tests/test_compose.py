@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 from sidecar.cli import build_parser
-from sidecar.demo_data import DATA_DIR, load_catalogue
 from tests.connectors.conftest import embedding_model_dir, sidecar_server  # noqa: F401 - fixtures
 from tests.connectors.engines_fixtures import elasticsearch_node, opensearch_node  # noqa: F401 - fixtures
 
@@ -196,8 +196,8 @@ def test_loader_fills_all_four_engines(config, sidecar_server, elasticsearch_nod
     milvus.close()
 
     # The `web` service's command, on the same swapped addresses: every engine answers a text and an image query.
-    from sidecar.web.app import run_search
-    from sidecar.web.cli import stack_backend
+    from sidecar.apps.web.app import run_search
+    from sidecar.apps.web.cli import stack_backend
 
     (web_argv,) = command_argvs(config["services"]["web"])
     backend = stack_backend(build_parser().parse_args([swap.get(a, a) for a in web_argv]))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sidecar.demo_data import DATA_DIR, load_catalogue
+from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 LICENCES = ("CC0-1.0", "CC-BY-2.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "GPL-2.0-or-later", "Public domain")
@@ -46,7 +46,7 @@ def test_catalogue_loads_decodes_and_is_licensed() -> None:
 def test_demo_process_imports_no_torch() -> None:
     """The demo reaches the models only through the sidecar process: its own side stays torch-free."""
     code = (
-        "import sys, sidecar.cli, sidecar.demo, connectors.milvus, pymilvus\n"
+        "import sys, sidecar.cli, sidecar.apps.demo, connectors.milvus, pymilvus\n"
         "sidecar.cli.build_parser()\n"
         "print(','.join(m for m in ('torch', 'transformers', 'torchvision') if m in sys.modules))\n"
     )
@@ -56,7 +56,7 @@ def test_demo_process_imports_no_torch() -> None:
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory) -> Path:
     """The demo's tiny models, built once (the first-run path) and reused by both runs below."""
-    from sidecar.demo import ensure_tiny_models
+    from sidecar.apps.embedded import ensure_tiny_models
 
     cache = tmp_path_factory.mktemp("demo-tiny")
     reranker, embedding = ensure_tiny_models(cache)

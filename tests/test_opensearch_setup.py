@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from sidecar.opensearch_setup import ML, TRUSTED_SETTING, OpenSearchHttp, SetupError, SetupResult, setup
+from sidecar.apps.opensearch_setup import ML, TRUSTED_SETTING, OpenSearchHttp, SetupError, SetupResult, setup
 from tests.conftest import ServerProcess, free_port
 from tests.connectors.engines_fixtures import EngineNode, opensearch_node  # noqa: F401 - the real node
 

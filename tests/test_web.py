@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.demo_data import DATA_DIR
+from sidecar.apps.demo_data import DATA_DIR
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ and image of each item together), then counted.
 
 `--qdrant` also takes a directory (qdrant-client local mode) or `:memory:`; `--milvus` also takes a Milvus
 Lite file (`./catalogue.db`). Image references stay as stored (`images/<name>.jpg`, relative to
-`sidecar/demo_data`); the loader and the web page rewrite them into data: URIs when they send them to the
+`sidecar/apps/demo_data`); the loader and the web page rewrite them into data: URIs when they send them to the
 sidecar, so the sidecar needs no shared media directory.
 """
 
@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sidecar.demo_data import DATA_DIR, load_catalogue
+from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 
-log = logging.getLogger("sidecar.loader")
+log = logging.getLogger("sidecar.apps.loader")
 ENGINES = ("elasticsearch", "opensearch", "qdrant", "milvus")
 DEFAULT_COLLECTION = "catalogue"
 EXTRA_FIELDS = ("title", "category")
@@ -55,7 +55,7 @@ class Targets:
 
 
 def inline_image(ref: str) -> str:
-    """A catalogue reference (`images/x.jpg` under `sidecar/demo_data`) as a data: URI; anything else unchanged."""
+    """A catalogue reference (`images/x.jpg` under `sidecar/apps/demo_data`) as a data: URI; anything else unchanged."""
     if ref.startswith(("http://", "https://", "data:")):
         return ref
     path = (DATA_DIR / ref).resolve()

@@ -24,7 +24,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from sidecar.demo_data import DATA_DIR, load_catalogue
+from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_IMAGE_BYTES = 10 * 1024 * 1024

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from sidecar.loader import DEFAULT_COLLECTION, ENGINES, LoaderError, inline_image, open_client, wait_engine
+from sidecar.apps.loader import DEFAULT_COLLECTION, ENGINES, LoaderError, inline_image, open_client, wait_engine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +67,8 @@ def make_connector(engine: str, client: Any, collection: str, mapping: Any, titl
 def stack_backend(args: argparse.Namespace) -> Any:
     """A `WebBackend` on running engines: waits for each (and the sidecar), then opens their collections."""
     from connectors import FieldMapping
-    from sidecar.loader import wait_sidecar
-    from sidecar.web.app import WebBackend, catalogue_examples
+    from sidecar.apps.loader import wait_sidecar
+    from sidecar.apps.web.app import WebBackend, catalogue_examples
 
     engines = {name: getattr(args, name) for name in ENGINES if getattr(args, name)}
     if not engines:
@@ -99,7 +99,7 @@ def serve_app(app: Any, host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `rerank-sidecar web`."""
     from connectors.errors import ConnectorError
-    from sidecar.web.app import create_app
+    from sidecar.apps.web.app import create_app
 
     try:
         backend = stack_backend(args)
@@ -118,11 +118,11 @@ def run_embedded(args: argparse.Namespace) -> int:
     from connectors.indexing import embed_documents
     from connectors.milvus import index_documents as milvus_index
     from connectors.qdrant import index_documents as qdrant_index
+    from sidecar.apps.demo_data import DATA_DIR
+    from sidecar.apps.embedded import Sidecar, open_milvus_lite, resolve_models, say
+    from sidecar.apps.loader import catalogue_documents
+    from sidecar.apps.web.app import WebBackend, catalogue_examples, create_app
     from sidecar.client import RerankerClient
-    from sidecar.demo import Sidecar, open_milvus_lite, resolve_models, say
-    from sidecar.demo_data import DATA_DIR
-    from sidecar.loader import catalogue_documents
-    from sidecar.web.app import WebBackend, catalogue_examples, create_app
 
     reranker, embedder = resolve_models(args)
     with contextlib.ExitStack() as stack:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "opensearch-plugin-config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "opensearch-plugin-config"
 ML = "/_plugins/_ml"
 TRUSTED_SETTING = "plugins.ml_commons.trusted_connector_endpoints_regex"
 PRIVATE_IP_SETTING = "plugins.ml_commons.connector.private_ip_enabled"
