@@ -42,6 +42,9 @@ class RerankInput:
     query: ItemInput
     documents: tuple[ItemInput, ...]
     instruction: str = ""
+    truncate: bool = True  # False: a pair over the model's length is an error instead of being cut
+    truncation_direction: str = "right"  # "right": the reference rule; "left": a document keeps its end
+    documents_field: str = "documents"  # how errors name the documents (TEI calls them "texts")
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """The HTTP face: Cohere-, Jina- and TEI-compatible rerank routes over the same engine as gRPC.
 
-Routes (bodies are described in `sidecar.api.http_schemas`):
+Routes (bodies are described in `sidecar.api.dialects`):
 
-    POST /v2/rerank   Cohere v2                      POST /rerank   TEI
-    POST /v1/rerank   Cohere v1 and Jina (one superset)
+    POST /v2/rerank   Cohere v2                      POST /rerank   TEI ({query, texts}), and Milvus's
+    POST /v1/rerank   Cohere v1 and Jina (one superset)              vLLM provider and Weaviate ({query, documents})
     GET  /health      200 while the process runs     GET  /ready    200 once the model is loaded, else 503
-    GET  /info        the loaded model and the server's limits (the gRPC GetModelInfo, as JSON)
+    GET  /info        the loaded model and the server's limits (the gRPC GetModelInfo, as JSON, plus TEI's keys)
+    GET  /.well-known/ready, /.well-known/live, /meta   what Weaviate's reranker-transformers module polls
 
 Every rerank route runs one pipeline, `HttpService.rerank`: read the body (at most
 `--max-message-bytes`) -> parse it for its dialect -> engine -> build the dialect's response. A
@@ -13,8 +14,10 @@ request whose client disconnects is cancelled, so the engine stops scoring it. R
 request's usage in headers (`x-compute-tokens`, `x-input-tokens`, `x-queue-time`,
 `x-tokenization-time`, `x-inference-time`, `x-total-time`; times in milliseconds).
 
-Errors are JSON, `{"error": {"code": ..., "message": ...}}`, and the message names the field,
-e.g. `documents[3].image: ...`. Engine errors (`SidecarError`) take their status from the one
+Errors are JSON and the message names the field, e.g. `documents[3].image: ...`. A rerank route
+answers in its dialect's error body (Cohere `{message}`, Jina `{detail}`, TEI `{error, error_type}`,
+each with this server's `code`); other routes in `{"error": {"code": ..., "message": ...}}`.
+Engine errors (`SidecarError`) take their status from the one
 table `sidecar.api.status.HTTP_CODES` and their code from the error kind (`validation` 422,
 `too_large` 413, `overloaded` 429, `unavailable` 503, ...). Failures that exist only in HTTP are
 answered where they arise: a body that is not JSON is 400 `invalid_json`; an unknown route 404,
@@ -40,7 +43,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.api.http_schemas import COHERE_V1, COHERE_V2, TEI, Dialect
+from sidecar.api.dialects import COHERE_V1, COHERE_V2, TEI, Dialect, for_body, generic_error, tei_info
 from sidecar.api.status import HTTP_CODES
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import Timings
@@ -53,14 +56,17 @@ class MalformedBody(Exception):
     """The body is not JSON (HTTP 400). Only HTTP has this failure: gRPC decodes protobuf itself."""
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The one error body of the HTTP face."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, dialect: Dialect | None = None
+) -> JSONResponse:
+    """An error in `dialect`'s body (the face's own body without one)."""
+    body = dialect.error(code, message) if dialect is not None else generic_error(code, message)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def sidecar_error_response(exc: SidecarError) -> JSONResponse:
+def sidecar_error_response(exc: SidecarError, dialect: Dialect | None = None) -> JSONResponse:
     """A `SidecarError` through the one kind -> status table."""
-    return error_response(HTTP_CODES[exc.kind], exc.kind.value, exc.message)
+    return error_response(HTTP_CODES[exc.kind], exc.kind.value, exc.message, dialect=dialect)
 
 
 async def read_json(request: Request, limit: int) -> object:
@@ -137,12 +143,19 @@ class HttpService:
         return JSONResponse({"status": "ready"})
 
     async def info(self, request: Request) -> Response:
-        info = MessageToDict(
-            self.runtime.model_info(), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        model_info = self.runtime.model_info()
+        info = tei_info(model_info, self.runtime.settings)
+        info.update(
+            MessageToDict(model_info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         )
         info["ready"] = self.runtime.engine is not None
         info["max_body_bytes"] = self.runtime.settings.max_message_bytes
         return JSONResponse(info)
+
+    async def meta(self, request: Request) -> Response:
+        """Weaviate's reranker modules show this under their name in Weaviate's `/v1/meta`."""
+        info = MessageToDict(self.runtime.model_info(), preserving_proto_field_name=True)
+        return JSONResponse({"model": info.get("model", ""), "models": info.get("models", [])})
 
     async def rerank(self, request: Request, dialect: Dialect) -> Response:
         """The one pipeline: read -> validate -> engine -> response; engine errors via HTTP_CODES."""
@@ -150,6 +163,7 @@ class HttpService:
         docs = 0
         try:
             body = await read_json(request, self.runtime.settings.max_message_bytes)
+            dialect = for_body(dialect, body)
             engine = self.runtime.ready_engine()
             parsed = dialect.parse(body, self.runtime.settings.max_documents)
             docs = len(parsed.input.documents)
@@ -157,10 +171,10 @@ class HttpService:
             payload = dialect.render(parsed, logits, timings, engine.reranker.name)
         except SidecarError as exc:
             _log(request, dialect, docs, start, exc.kind.value)
-            return sidecar_error_response(exc)
+            return sidecar_error_response(exc, dialect)
         except MalformedBody as exc:
             _log(request, dialect, docs, start, "invalid_json")
-            return error_response(400, "invalid_json", str(exc))
+            return error_response(400, "invalid_json", str(exc), dialect=dialect)
         _log(request, dialect, docs, start, "OK", timings)
         return JSONResponse(payload, headers=usage_headers(timings, start))
 
@@ -235,6 +249,9 @@ def build_app(runtime) -> Starlette:
         Route("/health", service.health, methods=["GET"]),
         Route("/ready", service.ready, methods=["GET"]),
         Route("/info", service.info, methods=["GET"]),
+        Route("/.well-known/ready", service.ready, methods=["GET"]),
+        Route("/.well-known/live", service.health, methods=["GET"]),
+        Route("/meta", service.meta, methods=["GET"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
 

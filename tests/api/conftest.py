@@ -40,10 +40,20 @@ class Reply:
     json: object
 
     def error(self) -> dict:
-        """The `{"error": {"code", "message"}}` body, checked for shape."""
-        assert isinstance(self.json, dict) and set(self.json) == {"error"}, self.raw
-        assert set(self.json["error"]) == {"code", "message"}, self.raw
-        return self.json["error"]
+        """`{"code", "message"}` of an error body, which is checked for the shape of one of the dialects:
+        the face's own `{"error": {"code", "message"}}`, Cohere's `{message, code}`, Cohere v1 + Jina's
+        `{message, detail, code}` or TEI's `{error, error_type, code}`."""
+        body = self.json
+        assert isinstance(body, dict), self.raw
+        if set(body) == {"error"}:
+            assert set(body["error"]) == {"code", "message"}, self.raw
+            return body["error"]
+        if set(body) == {"error", "error_type", "code"}:
+            assert isinstance(body["error"], str) and isinstance(body["error_type"], str), self.raw
+            return {"code": body["code"], "message": body["error"]}
+        assert set(body) in ({"message", "code"}, {"message", "detail", "code"}), self.raw
+        assert body.get("detail", body["message"]) == body["message"], self.raw
+        return {"code": body["code"], "message": body["message"]}
 
 
 class Http:

@@ -105,7 +105,7 @@ async def test_declared_oversized_body_is_413_before_it_is_sent(http):
     response = await http.send_raw(head.encode())
     status_line, _, body = response.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 413")
-    error = json.loads(body.split(b"\r\n\r\n", 1)[1])["error"]
+    error = json.loads(body.split(b"\r\n\r\n", 1)[1])  # Cohere's body: {message, code}
     assert error["code"] == "too_large"
     assert error["message"] == (
         f"the request body of {MAX_BODY + 1} bytes exceeds the limit of {MAX_BODY} bytes (--max-message-bytes)"

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from sidecar.api.http_schemas import media_ref, parse_media_string, parse_rerank, parse_tei
+from sidecar.api.dialects.cohere import parse_rerank
+from sidecar.api.dialects.items import media_ref, parse_media_string
+from sidecar.api.dialects.tei import parse_tei
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import ItemInput, MediaRef
 from tests.api.conftest import IMAGE, IMAGE_BASE64, IMAGE_DATA_URI
@@ -97,14 +99,11 @@ def test_image_strings(value, expected):
 # ---- dialect parsers ------------------------------------------------------------------------------
 
 
-def test_return_documents_default_follows_the_dialect():
+def test_return_documents_default_follows_the_route():
     cohere = parse_rerank({"query": "q", "documents": ["a", {"text": "b"}]}, 8)
-    jina_query = parse_rerank({"query": {"text": "q"}, "documents": ["a"]}, 8)
-    jina_image = parse_rerank({"query": "q", "documents": ["a", {"image": "red.png"}]}, 8)
-    media_string = parse_rerank({"query": "q", "documents": [json.dumps({"image": "red.png"})]}, 8)
-    explicit = parse_rerank({"query": {"text": "q"}, "documents": ["a"], "return_documents": False}, 8)
-    assert (cohere.return_documents, jina_query.return_documents, jina_image.return_documents) == (False, True, True)
-    assert (media_string.return_documents, explicit.return_documents) == (False, False)
+    jina = parse_rerank({"query": "q", "documents": ["a", {"image": "red.png"}]}, 8, api_version="1")
+    explicit = parse_rerank({"query": {"text": "q"}, "documents": ["a"], "return_documents": False}, 8, "1")
+    assert (cohere.return_documents, jina.return_documents, explicit.return_documents) == (False, True, False)
 
 
 def test_media_strings_apply_to_queries_and_tei_texts():
