@@ -10,7 +10,7 @@ import time
 from grpc_health.v1 import health_pb2
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
-from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
+from sidecar.api.grpc_server import HEALTH_SERVICES, not_ready, start_grpc_server
 from sidecar.api.http_app import start_http_server
 from sidecar.settings import Settings
 
@@ -136,7 +136,7 @@ async def serve(settings: Settings) -> None:
         else:
             await warm_up(engine)
             runtime.engine = engine  # requests and /ready on either face see the engine only once warm
-            for service in ("", SERVICE_NAME):
+            for service in HEALTH_SERVICES:
                 await health.set(service, health_pb2.HealthCheckResponse.SERVING)
             log.info("ready: serving on %s:%d", settings.host, port)
         await waiter

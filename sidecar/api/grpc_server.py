@@ -1,4 +1,4 @@
-"""The gRPC face: rerank.v1.Reranker plus grpc.health.v1 and server reflection."""
+"""The gRPC face: rerank.v1.Reranker, TEI's tei.v1.Rerank and tei.v1.Info, grpc.health.v1 and server reflection."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
 from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
+from sidecar.api.reflection import enable_reflection
 from sidecar.api.status import GRPC_CODES
+from sidecar.api.tei_grpc import SERVICE_NAMES as TEI_SERVICES
+from sidecar.api.tei_grpc import add_tei_services
 from sidecar.errors import Kind, SidecarError
 from sidecar.models.embedder import truncate_dimensions
 
 log = logging.getLogger("sidecar.requests")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Reranker"].full_name
+# Services whose health follows the model: NOT_SERVING until it is loaded ("" = the whole server).
+HEALTH_SERVICES = ("", SERVICE_NAME, *TEI_SERVICES)
 
 
 class RerankerService(pb_grpc.RerankerServicer):
@@ -88,16 +92,15 @@ async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Ser
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     )
     pb_grpc.add_RerankerServicer_to_server(RerankerService(runtime), server)
+    add_tei_services(runtime, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    enable_reflection(server, [SERVICE_NAME, *TEI_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise SystemExit(f"cannot bind gRPC to {host}:{port}")
     await server.start()
-    for service in ("", SERVICE_NAME):
+    for service in HEALTH_SERVICES:
         await health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, health, bound
 

@@ -4,7 +4,7 @@ Request: `query` (a string, or an object `{text?, image?, images?}`: Jina's imag
 `documents` (each a string or an object), optional `top_n`, `return_documents`, `rank_fields`,
 `model` (accepted, not used: this server scores with the model it loaded), `instruction`
 (extension: the reranker's task instruction) and `media_in_strings` (extension, default true; see
-`items`). `max_tokens_per_doc` (Cohere v2) and `max_chunks_per_doc` (Cohere v1) are checked to be
+`sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) and `max_chunks_per_doc` (Cohere v1) are checked to be
 positive integers and otherwise ignored, like any unknown field: the engine truncates each pair at
 the model's maximum length instead.
 
@@ -36,7 +36,6 @@ import uuid
 from typing import Any
 
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects import items
 from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
 from sidecar.api.dialects.fields import (
     array,
@@ -46,6 +45,7 @@ from sidecar.api.dialects.fields import (
     optional_string,
     string_list,
 )
+from sidecar.api.dialects.items import parse_images, parse_item, parse_query
 from sidecar.errors import invalid
 from sidecar.types import ItemInput, RerankInput, Timings
 
@@ -62,7 +62,7 @@ def parse_rerank(body: object, max_documents: int, api_version: str = "2") -> Pa
     optional_int(body, "max_tokens_per_doc", 1)  # checked for type, then ignored (see module doc)
     optional_int(body, "max_chunks_per_doc", 1)
     rank_fields = string_list(body, "rank_fields")
-    query = items.query(body, media_strings)
+    query = parse_query(body, media_strings)
     raw = array(body, "documents", max_documents)
     documents = tuple(_document(d, f"documents[{i}]", media_strings, rank_fields) for i, d in enumerate(raw))
     v1 = api_version == "1"
@@ -78,9 +78,9 @@ def parse_rerank(body: object, max_documents: int, api_version: str = "2") -> Pa
 def _document(value: object, where: str, media_strings: bool, rank_fields: list[str] | None) -> ItemInput:
     """A document; an object with `rank_fields` other than the default is scored on those fields."""
     if rank_fields is None or rank_fields == DEFAULT_RANK_FIELDS or not isinstance(value, dict):
-        return items.item(value, where, media_strings)
+        return parse_item(value, where, media_strings)
     fields = [f for f in rank_fields if f in value and f not in ("image", "images")]
-    images = items.images(value, where)
+    images = parse_images(value, where)
     if not fields and not images:
         raise invalid(f"{where} has none of rank_fields {rank_fields}")
     text = "\n".join(f"{field}: {_field_text(value[field])}" for field in fields)

@@ -63,7 +63,7 @@ def _base64_image(text: str) -> bytes | None:
     return None
 
 
-def images(obj: dict, where: str) -> tuple[MediaRef, ...]:
+def parse_images(obj: dict, where: str) -> tuple[MediaRef, ...]:
     """The `image` or `images` of an object (neither: no images)."""
     if "image" in obj and "images" in obj:
         raise invalid(f"{where} has both image and images; use one")
@@ -80,7 +80,7 @@ def item_object(obj: dict, where: str) -> ItemInput:
     if not MEDIA_STRING_KEYS & set(obj):
         raise invalid(f"{where} has no text, image or images")
     text = string(obj.get("text", ""), f"{where}.text")
-    return ItemInput(text=text, images=images(obj, where))
+    return ItemInput(text=text, images=parse_images(obj, where))
 
 
 def parse_media_string(value: str, where: str, enabled: bool = True) -> ItemInput:
@@ -97,7 +97,7 @@ def parse_media_string(value: str, where: str, enabled: bool = True) -> ItemInpu
     return item_object(obj, f"{where} (media string)")
 
 
-def item(value: object, where: str, media_strings: bool) -> ItemInput:
+def parse_item(value: object, where: str, media_strings: bool) -> ItemInput:
     """A string (text or media string) or a `{text?, image?, images?}` object."""
     if isinstance(value, str):
         return parse_media_string(value, where, media_strings)
@@ -106,19 +106,19 @@ def item(value: object, where: str, media_strings: bool) -> ItemInput:
     raise invalid(f"{where} must be a string or an object, not {type_name(value)}")
 
 
-def query(body: dict, media_strings: bool, strings_only: bool = False) -> ItemInput:
+def parse_query(body: dict, media_strings: bool, strings_only: bool = False) -> ItemInput:
     """The request's `query`, which must hold text or an image; `strings_only` for dialects without objects."""
     if "query" not in body:
         raise invalid("query is missing")
     if strings_only:
         string(body["query"], "query")
-    parsed = item(body["query"], "query", media_strings)
+    parsed = parse_item(body["query"], "query", media_strings)
     if parsed.is_empty():
         raise invalid("query has no text or image")
     return parsed
 
 
-def strings(body: dict, key: str, max_items: int, media_strings: bool) -> tuple[list[str], tuple[ItemInput, ...]]:
+def parse_strings(body: dict, key: str, max_items: int, media_strings: bool) -> tuple[list[str], tuple[ItemInput, ...]]:
     """A required array of strings (TEI `texts`, vLLM/Weaviate `documents`): as sent, and parsed."""
     raw = array(body, key, max_items)
     sent = [string(value, f"{key}[{i}]") for i, value in enumerate(raw)]

@@ -21,9 +21,9 @@ from typing import Any
 
 from sidecar import __version__
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects import items
 from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
 from sidecar.api.dialects.fields import boolean, json_object, optional_string, type_name
+from sidecar.api.dialects.items import parse_query, parse_strings
 from sidecar.errors import invalid
 from sidecar.types import RerankInput, Timings
 
@@ -44,8 +44,8 @@ def parse_tei(body: object, max_documents: int) -> ParsedRerank:
     body = json_object(body)
     media_strings = boolean(body, "media_in_strings", True)
     instruction = optional_string(body, "instruction").strip()
-    query = items.query(body, media_strings, strings_only=True)
-    texts, documents = items.strings(body, "texts", max_documents, media_strings)
+    query = parse_query(body, media_strings, strings_only=True)
+    texts, documents = parse_strings(body, "texts", max_documents, media_strings)
     return ParsedRerank(
         input=RerankInput(
             query=query,

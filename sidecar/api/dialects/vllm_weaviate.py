@@ -21,9 +21,9 @@ import uuid
 from typing import Any
 
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects import items
 from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
 from sidecar.api.dialects.fields import boolean, json_object, optional_int, optional_string
+from sidecar.api.dialects.items import parse_query, parse_strings
 from sidecar.api.dialects.tei import tei_error
 from sidecar.types import RerankInput, Timings
 
@@ -36,8 +36,8 @@ def parse_documents(body: object, max_documents: int) -> ParsedRerank:
     optional_string(body, "property")  # Weaviate: the property the documents come from
     optional_int(body, "truncate_prompt_tokens", -1)  # checked for type, then ignored (see module doc)
     instruction = optional_string(body, "instruction").strip()
-    query = items.query(body, media_strings, strings_only=True)
-    texts, documents = items.strings(body, "documents", max_documents, media_strings)
+    query = parse_query(body, media_strings, strings_only=True)
+    texts, documents = parse_strings(body, "documents", max_documents, media_strings)
     return ParsedRerank(
         input=RerankInput(query=query, documents=documents, instruction=instruction),
         echoes=tuple(texts),
