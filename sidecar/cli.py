@@ -19,7 +19,8 @@ FLAG_HELP = {
     "embedding_model": "embedding checkpoint: hub id (e.g. Qwen/Qwen3-VL-Embedding-2B) or local directory",
     "host": "address to bind; keep 127.0.0.1 unless a network policy protects the port",
     "port": "gRPC port (0 picks a free one and logs it)",
-    "http": "serve the HTTP face (Cohere /v1|v2/rerank, Jina /v1/rerank, TEI /rerank, /health, /ready, /info) "
+    "http": "serve the HTTP face (Cohere /v1|v2/rerank, Jina /v1/rerank, TEI, vLLM and Weaviate /rerank, /health, "
+    "/ready, /info) "
     "on --http-port beside gRPC; --no-http serves gRPC only",
     "http_port": "HTTP port on the same --host (0 picks a free one and logs it)",
     "device": "torch device: auto (CUDA if present, else CPU), cpu, cuda, cuda:1, ...",

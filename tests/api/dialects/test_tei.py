@@ -70,8 +70,8 @@ async def test_truncation_direction_decides_which_end_of_a_text_is_kept(http):
     assert right.status == left.status == 200, (right.raw, left.raw)
     right_scores = {r["index"]: r["score"] for r in right.json}
     left_scores = {r["index"]: r["score"] for r in left.json}
-    assert right_scores[0] != right_scores[1]
-    assert left_scores[0] == left_scores[1]
+    assert abs(right_scores[0] - right_scores[1]) > 1e-5  # measured: 3e-4
+    assert abs(left_scores[0] - left_scores[1]) < 1e-6  # the same tokens; float32 noise across batch rows (2e-8)
 
 
 async def test_info_has_teis_keys(http, runtime):
