@@ -61,8 +61,7 @@ class SidecarRanker:
 
     def warm_up(self) -> None:
         """Open the connection to the sidecar once (Haystack calls this before the first run)."""
-        if self._sync is None:
-            self._sync = resolve_client(None, self.target, asynchronous=False)
+        self._sync = self._sync or resolve_client(None, self.target, asynchronous=False)
 
     def to_dict(self) -> dict[str, Any]:
         return default_to_dict(
@@ -94,8 +93,7 @@ class SidecarRanker:
         """`run` over the asyncio client."""
         if not documents:
             return {"documents": []}
-        if self._async is None:
-            self._async = resolve_client(None, self.target, asynchronous=True)
+        self._async = self._async or resolve_client(None, self.target, asynchronous=True)
         response = await self._async.rerank(query, self._items(documents), **self._options(top_k))
         return {"documents": [replace(documents[r.index], score=r.score) for r in response.results]}
 

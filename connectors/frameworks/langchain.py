@@ -54,9 +54,7 @@ class SidecarRerank(BaseDocumentCompressor):
         """The best `top_n` documents for `query`, best first, each with its score in its metadata."""
         if not documents:
             return []
-        if self._sync is None:
-            self._sync = resolve_client(self.client, self.target, asynchronous=False)
-        response = self._sync.rerank(query, self._items(documents), **self._options())
+        response = self._client(asynchronous=False).rerank(query, self._items(documents), **self._options())
         return self._ranked(documents, response)
 
     async def acompress_documents(
@@ -65,10 +63,16 @@ class SidecarRerank(BaseDocumentCompressor):
         """`compress_documents` over the asyncio client."""
         if not documents:
             return []
-        if self._async is None:
-            self._async = resolve_client(self.async_client, self.target, asynchronous=True)
-        response = await self._async.rerank(query, self._items(documents), **self._options())
+        response = await self._client(asynchronous=True).rerank(query, self._items(documents), **self._options())
         return self._ranked(documents, response)
+
+    def _client(self, asynchronous: bool) -> Any:
+        """The given client, or one opened to `target` on first use."""
+        if asynchronous:
+            self._async = self._async or resolve_client(self.async_client, self.target, asynchronous=True)
+            return self._async
+        self._sync = self._sync or resolve_client(self.client, self.target, asynchronous=False)
+        return self._sync
 
     def _items(self, documents: Sequence[Document]) -> list[dict]:
         return [

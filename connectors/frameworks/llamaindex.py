@@ -57,9 +57,9 @@ class SidecarRerank(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if not nodes:
             return []
-        if self._sync is None:
-            self._sync = resolve_client(None, self.target, asynchronous=False)
-        response = self._sync.rerank(self._query(query_bundle), self._items(nodes), **self._options())
+        response = self._client(asynchronous=False).rerank(
+            self._query(query_bundle), self._items(nodes), **self._options()
+        )
         return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in response.results]
 
     async def _apostprocess_nodes(
@@ -67,10 +67,17 @@ class SidecarRerank(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if not nodes:
             return []
-        if self._async is None:
-            self._async = resolve_client(None, self.target, asynchronous=True)
-        response = await self._async.rerank(self._query(query_bundle), self._items(nodes), **self._options())
+        client = self._client(asynchronous=True)
+        response = await client.rerank(self._query(query_bundle), self._items(nodes), **self._options())
         return [NodeWithScore(node=nodes[r.index].node, score=r.score) for r in response.results]
+
+    def _client(self, asynchronous: bool) -> Any:
+        """The given client, or one opened to `target` on first use."""
+        if asynchronous:
+            self._async = self._async or resolve_client(None, self.target, asynchronous=True)
+            return self._async
+        self._sync = self._sync or resolve_client(None, self.target, asynchronous=False)
+        return self._sync
 
     def _query(self, query_bundle: QueryBundle | None) -> dict:
         if query_bundle is None:

@@ -144,6 +144,18 @@ async def grpc_client(runtime):
     await server.stop(None)
 
 
+@pytest.fixture(scope="session")
+async def grpc_channel(runtime):
+    """A raw channel to the gRPC face (for services the client does not wrap: TEI, reflection)."""
+    import grpc
+
+    server, _, port = await start_grpc_server(runtime, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    await channel.close()
+    await server.stop(None)
+
+
 async def http_server_for(runtime) -> tuple[object, Http]:
     """A second HTTP face over another runtime (not-ready, overloaded, broken, ...)."""
     server, port = await start_http_server(runtime, "127.0.0.1", 0)

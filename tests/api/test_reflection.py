@@ -10,7 +10,6 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_grpc
 
 from sidecar._proto.grpc.reflection.v1 import reflection_pb2 as v1
 from sidecar._proto.grpc.reflection.v1 import reflection_pb2_grpc as v1_grpc
-from sidecar.api.grpc_server import start_grpc_server
 
 SERVED = {
     "rerank.v1.Reranker",
@@ -23,31 +22,22 @@ SERVED = {
 VERSIONS = [(v1, v1_grpc), (v1alpha, v1alpha_grpc)]
 
 
-@pytest.fixture(scope="module")
-async def channel(runtime):
-    server, _, port = await start_grpc_server(runtime, "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield channel
-    await channel.close()
-    await server.stop(None)
-
-
-async def ask(channel, version, stub_module, **request):
-    stub = stub_module.ServerReflectionStub(channel)
+async def ask(grpc_channel, version, stub_module, **request):
+    stub = stub_module.ServerReflectionStub(grpc_channel)
     call = stub.ServerReflectionInfo(iter([version.ServerReflectionRequest(**request)]), timeout=10)
     return [response async for response in call][0]
 
 
 @pytest.mark.parametrize("version, stub_module", VERSIONS, ids=["v1", "v1alpha"])
-async def test_lists_every_service(channel, version, stub_module):
-    response = await ask(channel, version, stub_module, list_services="")
+async def test_lists_every_service(grpc_channel, version, stub_module):
+    response = await ask(grpc_channel, version, stub_module, list_services="")
     assert {s.name for s in response.list_services_response.service} == SERVED
 
 
 @pytest.mark.parametrize("version, stub_module", VERSIONS, ids=["v1", "v1alpha"])
 @pytest.mark.parametrize("symbol", sorted(SERVED))
-async def test_describes_every_listed_service(channel, version, stub_module, symbol):
-    response = await ask(channel, version, stub_module, file_containing_symbol=symbol)
+async def test_describes_every_listed_service(grpc_channel, version, stub_module, symbol):
+    response = await ask(grpc_channel, version, stub_module, file_containing_symbol=symbol)
     files = [
         descriptor_pb2.FileDescriptorProto.FromString(b)
         for b in response.file_descriptor_response.file_descriptor_proto
@@ -57,8 +47,8 @@ async def test_describes_every_listed_service(channel, version, stub_module, sym
 
 
 @pytest.mark.parametrize("version, stub_module", VERSIONS, ids=["v1", "v1alpha"])
-async def test_unknown_symbols_are_not_found(channel, version, stub_module):
-    response = await ask(channel, version, stub_module, file_containing_symbol="no.such.Service")
+async def test_unknown_symbols_are_not_found(grpc_channel, version, stub_module):
+    response = await ask(grpc_channel, version, stub_module, file_containing_symbol="no.such.Service")
     assert response.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from sidecar._proto.tei.v1 import tei_pb2 as tei
 from sidecar._proto.tei.v1 import tei_pb2_grpc as tei_grpc
-from sidecar.api.grpc_server import start_grpc_server
 from tests.api.conftest import MAX_DOCUMENTS
 from tests.api.test_http_rerank import DOCS, QUERY
 
@@ -125,23 +124,14 @@ def read_varint(data: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-@pytest.fixture(scope="module")
-async def tei_channel(runtime):
-    server, _, port = await start_grpc_server(runtime, "127.0.0.1", 0)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield channel
-    await channel.close()
-    await server.stop(None)
-
-
 async def raw_rerank(channel, request: bytes) -> bytes:
     call = channel.unary_unary("/tei.v1.Rerank/Rerank", request_serializer=None, response_deserializer=None)
     return await call(request, timeout=60)
 
 
-async def test_wire_is_teis_and_scores_are_the_engines(tei_channel, grpc_client):
+async def test_wire_is_teis_and_scores_are_the_engines(grpc_channel, grpc_client):
     request = field(1, QUERY) + b"".join(field(2, d) for d in DOCS) + field(5, True)
-    answer = decode(await raw_rerank(tei_channel, request))
+    answer = decode(await raw_rerank(grpc_channel, request))
     ranks = [decode(rank) for rank in answer[1]]
     expected = {r.index: r.score for r in (await grpc_client.rerank(QUERY, DOCS)).results}
     assert [rank.get(1, [0])[0] for rank in ranks] == [r.index for r in (await grpc_client.rerank(QUERY, DOCS)).results]
@@ -152,17 +142,17 @@ async def test_wire_is_teis_and_scores_are_the_engines(tei_channel, grpc_client)
     assert metadata[2][0] > 0 and metadata[3][0] > 0  # compute_tokens, total_time_ns
 
 
-async def test_raw_scores_are_logits(tei_channel, grpc_client):
+async def test_raw_scores_are_logits(grpc_channel, grpc_client):
     answer = decode(
-        await raw_rerank(tei_channel, field(1, QUERY) + b"".join(field(2, d) for d in DOCS) + field(4, True))
+        await raw_rerank(grpc_channel, field(1, QUERY) + b"".join(field(2, d) for d in DOCS) + field(4, True))
     )
     expected = {r.index: r.logit for r in (await grpc_client.rerank(QUERY, DOCS)).results}
     assert {decode(r).get(1, [0])[0]: decode(r)[3][0] for r in answer[1]} == expected
     assert all(2 not in decode(r) for r in answer[1])  # no text without return_text
 
 
-async def test_stub_call_and_errors(tei_channel):
-    stub = tei_grpc.RerankStub(tei_channel)
+async def test_stub_call_and_errors(grpc_channel):
+    stub = tei_grpc.RerankStub(grpc_channel)
     response = await stub.Rerank(tei.RerankRequest(query=QUERY, texts=DOCS[:2], truncate=True), timeout=60)
     assert sorted(rank.index for rank in response.ranks) == [0, 1]
     with pytest.raises(grpc.aio.AioRpcError) as too_many:
@@ -180,8 +170,8 @@ async def test_stub_call_and_errors(tei_channel):
     assert (await stub.Rerank(tei.RerankRequest(query=QUERY), timeout=60)).ranks == []
 
 
-async def test_info(tei_channel, runtime):
-    info = await tei_grpc.InfoStub(tei_channel).Info(tei.InfoRequest(), timeout=10)
+async def test_info(grpc_channel, runtime):
+    info = await tei_grpc.InfoStub(grpc_channel).Info(tei.InfoRequest(), timeout=10)
     assert info.model_type == tei.MODEL_TYPE_RERANKER
     assert info.model_id == runtime.engine.reranker.name and info.model_dtype == "float32"
     assert info.max_input_length == 10240 and info.max_client_batch_size == runtime.settings.max_documents
