@@ -4,9 +4,9 @@ Request: `query` (a string, or an object `{text?, image?, images?}`: Jina's imag
 `documents` (each a string or an object), optional `top_n`, `return_documents`, `rank_fields`,
 `model` (accepted, not used: this server scores with the model it loaded), `instruction`
 (extension: the reranker's task instruction) and `media_in_strings` (extension, default true; see
-`sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) and `max_chunks_per_doc` (Cohere v1) are checked to be
-positive integers and otherwise ignored, like any unknown field: the engine truncates each pair at
-the model's maximum length instead.
+`sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) and `max_chunks_per_doc` (Cohere
+v1) are checked to be positive integers and otherwise ignored, like any unknown field: the engine
+truncates each pair at the model's maximum length instead.
 
 Where the originals differ, each route follows its own:
 
