@@ -127,10 +127,7 @@ BAD = [
         pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="x", videos=[pb.Video()])]),
         "documents[0].videos[0] has neither frames nor uri",
     ),
-    (
-        pb.RerankRequest(query=pb.Item(text="<|image_pad|>"), documents=[pb.Item(text="x")]),
-        "query.text contains a reserved vision token",
-    ),
+    (pb.RerankRequest(query=pb.Item(text=" \n\t"), documents=[pb.Item(text="x")]), "query has no text, image or video"),
 ]
 
 

@@ -166,8 +166,9 @@ def test_http_fetch_limits(http_server):
         "/gone.png": (404, {}, b"", 0),
     }
     policy = MediaPolicy(allow_private_urls=True, read_timeout_s=1.0, max_bytes=len(image) * 10, max_redirects=2)
-    assert resolve(MediaRef(uri=f"{http_server}/ok.png"), policy).size == (50, 40)
-    assert resolve(MediaRef(uri=f"{http_server}/redirect"), policy).size == (50, 40)
+    expected = np.array(resize_image(Image.open(io.BytesIO(image)).convert("RGB")))  # resized to the model's bounds
+    assert np.array_equal(np.array(resolve(MediaRef(uri=f"{http_server}/ok.png"), policy)), expected)
+    assert np.array_equal(np.array(resolve(MediaRef(uri=f"{http_server}/redirect"), policy)), expected)
     with pytest.raises(SidecarError, match="redirects"):
         resolve(MediaRef(uri=f"{http_server}/loop"), policy)
     with pytest.raises(SidecarError, match="limit") as info:
