@@ -24,6 +24,7 @@ class RequestBudget:
 
     max_pixels: int | None = None  # decoded source pixels of all images and video frames
     max_tokens: int | None = None  # model-input tokens (images charged from their headers first)
+    max_pair_tokens: int | None = None  # tokens of one query-document pair (an item's media alone may not pass it)
     deadline: float | None = None  # time.monotonic() instant after which the work is worthless
     cancelled: threading.Event = field(default_factory=threading.Event)
     pixels: int = 0

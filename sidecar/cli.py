@@ -46,8 +46,10 @@ FLAG_HELP = {
     "max_media_bytes": "largest image file accepted, bytes",
     "max_video_bytes": "largest video file accepted (Video.uri), bytes",
     "max_media_redirects": "redirects followed per media URL",
-    "max_image_pixels": "largest image or video frame, decoded pixels (decompression-bomb guard; checked from the "
-    "header, before decoding)",
+    "max_image_pixels": "largest image, decoded pixels (decompression-bomb guard; checked from the header, before "
+    "decoding)",
+    "max_frame_pixels": "largest video frame (listed frames and video files), decoded pixels; the reference's frame "
+    "resizing keeps large intermediates, so a frame costs several times an image of the same size",
     "max_request_pixels": "decoded pixels of all images and video frames of one request (bounds its decoding time); "
     "more is RESOURCE_EXHAUSTED / HTTP 413",
     "max_decoding_pixels": "decoded pixels held in memory at once by all requests together; decodes wait for room "

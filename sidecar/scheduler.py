@@ -126,6 +126,7 @@ class Engine:
             max_bytes=settings.max_media_bytes,
             max_redirects=settings.max_media_redirects,
             max_pixels=settings.max_image_pixels,
+            max_frame_pixels=settings.max_frame_pixels,
             max_video_bytes=settings.max_video_bytes,
         )
         self.gate = PixelGate(settings.max_decoding_pixels)
@@ -248,7 +249,12 @@ class Engine:
         self._admit(rows)
         key, job = object(), None
         settings = self.settings
-        budget = RequestBudget(settings.max_request_pixels, settings.max_request_tokens, deadline)
+        budget = RequestBudget(
+            max_pixels=settings.max_request_pixels,
+            max_tokens=settings.max_request_tokens,
+            max_pair_tokens=settings.max_pair_tokens,
+            deadline=deadline,
+        )
         task = asyncio.current_task()
         if task is not None:
             self._active[key] = task

@@ -41,7 +41,8 @@ class Settings:
     max_media_bytes: int = 20 * 1024 * 1024  # per image or video frame
     max_video_bytes: int = 200 * 1024 * 1024  # per video file
     max_media_redirects: int = 3
-    max_image_pixels: int = 64_000_000  # decoded pixels per image or video frame: decompression-bomb guard
+    max_image_pixels: int = 64_000_000  # decoded pixels per image: decompression-bomb guard
+    max_frame_pixels: int = 1 << 24  # decoded pixels per video frame (4096 x 4096; frames cost more memory)
     max_request_pixels: int = 1 << 28  # decoded pixels per request, all images and video frames together
     max_decoding_pixels: int = 1 << 27  # decoded pixels held at once by all requests (memory bound)
     max_pair_tokens: int = 32768  # tokens of one query-document pair after truncation (media and specials count)

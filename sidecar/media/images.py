@@ -69,7 +69,7 @@ def resize_image(
     return image.resize((width, height))
 
 
-def open_image(data: bytes, max_pixels: int) -> Image.Image:
+def open_image(data: bytes, max_pixels: int, limit_name: str = "--max-image-pixels") -> Image.Image:
     """Read an image's header only: format and size, refusing unknown formats and decompression bombs."""
     try:
         image = Image.open(BytesIO(data))
@@ -79,7 +79,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         raise ValueError(f"unsupported image format {image.format}; use JPEG, PNG, WebP, GIF or BMP")
     if image.width * image.height > max_pixels:
         raise SidecarError(
-            Kind.TOO_LARGE, f"image of {image.width}x{image.height} pixels exceeds the limit of {max_pixels}"
+            Kind.TOO_LARGE,
+            f"image of {image.width}x{image.height} pixels exceeds the limit of {max_pixels} ({limit_name})",
         )
     if min(image.width, image.height) < 1:
         raise ValueError("the image has no pixels")

@@ -39,13 +39,14 @@ class MediaPolicy:
     read_timeout_s: float = 10.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 3
-    max_pixels: int = 64_000_000  # per image or video frame: decompression-bomb guard
+    max_pixels: int = 64_000_000  # per image: decompression-bomb guard
+    max_frame_pixels: int = 1 << 24  # per video frame (frames cost several times an image's memory)
     max_video_bytes: int = 200 * 1024 * 1024
 
 
 @dataclass
 class _Slot:
-    """One distinct (reference, use) of a request: the resized picture once decoded, and its lock."""
+    """One distinct image reference of a request: the resized picture once decoded, its tokens, its lock."""
 
     image: Image.Image | None = None
     tokens: int = 0
@@ -63,20 +64,23 @@ class MediaResolver:
         self.policy = policy
         self.budget = budget or RequestBudget()
         self.gate = gate
-        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self.decoded = 0
 
     def image(self, ref: MediaRef, where: str) -> Image.Image:
         """The picture `ref` points to, decoded and resized to the model's image bounds."""
-        slot, fresh = self._resolve(ref, where, "image")
+        slot, fresh = self._resolve(ref, where)
         if not fresh:  # a later use of a decoded picture still costs its tokens
             self._guard(where, self.budget.charge_image_tokens, slot.tokens, where)
         return slot.image
 
     def frame(self, ref: MediaRef, where: str) -> Image.Image:
-        """A listed video frame, decoded and given the reference's first frame resize."""
-        return self._resolve(ref, where, "frame")[0].image
+        """A listed video frame, decoded and given the reference's first frame resize.
+
+        Frames are not kept for reuse: each is dropped as soon as the video has its resized copy.
+        """
+        return self._guard(where, self._decode, ref, where, "frame")
 
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
@@ -85,7 +89,7 @@ class MediaResolver:
             lambda: video_file_frames(
                 self.load_bytes(uri, self.policy.max_video_bytes),
                 fps,
-                self.policy.max_pixels,
+                self.policy.max_frame_pixels,
                 charge=lambda pixels: self.budget.charge_pixels(pixels, where),
                 hold=self._hold,
             ),
@@ -116,32 +120,37 @@ class MediaResolver:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _resolve(self, ref: MediaRef, where: str, use: str) -> tuple[_Slot, bool]:
-        """The slot of (ref, use), decoded by this call (True) or by an earlier one (False)."""
+    def _resolve(self, ref: MediaRef, where: str) -> tuple[_Slot, bool]:
+        """The slot of an image reference, decoded by this call (True) or by an earlier one (False)."""
         key = "d:" + hashlib.sha1(ref.data).hexdigest() if ref.data else "u:" + (ref.uri or "")
         with self._lock:
-            slot = self._slots.setdefault((key, use), _Slot())
+            slot = self._slots.setdefault(key, _Slot())
         with slot.lock:
             if slot.image is not None:
                 return slot, False
-            self._guard(where, self._decode_into, slot, ref, where, use)
-            with self._lock:
-                self.decoded += 1
+            slot.image = self._guard(where, self._decode, ref, where, "image", slot)
         return slot, True
 
-    def _decode_into(self, slot: _Slot, ref: MediaRef, where: str, use: str) -> None:
+    def _decode(self, ref: MediaRef, where: str, use: str, slot: _Slot | None = None) -> Image.Image:
+        """Fetch, check the header against every limit, then decode and resize for `use`."""
         self.budget.check()
         data = ref.data if ref.data else self.load_bytes(ref.uri or "")
-        opened = open_image(data, self.policy.max_pixels)
+        if use == "image":
+            opened = open_image(data, self.policy.max_pixels)
+        else:
+            opened = open_image(data, self.policy.max_frame_pixels, "--max-frame-pixels")
         pixels = opened.width * opened.height
         self.budget.charge_pixels(pixels, where)
-        if use == "image":
+        if slot is not None:
             slot.tokens = image_tokens(opened.width, opened.height)
             self.budget.charge_image_tokens(slot.tokens, where)
         self.budget.check()
-        with self._hold(pixels):
+        with self._hold(2 * pixels):  # the decoded picture and its resized copy
             picture = decode(opened)
-            slot.image = resize_image(picture) if use == "image" else pre_resize_frame(picture)
+            resized = resize_image(picture) if use == "image" else pre_resize_frame(picture)
+        with self._lock:
+            self.decoded += 1
+        return resized
 
     def _hold(self, pixels: int):
         return self.gate.hold(pixels, self.budget) if self.gate is not None else nullcontext()

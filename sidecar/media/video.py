@@ -112,7 +112,9 @@ def video_file_frames(
                 from sidecar.errors import Kind, SidecarError
 
                 raise SidecarError(
-                    Kind.TOO_LARGE, f"video frames of {width}x{height} pixels exceed the limit of {max_frame_pixels}"
+                    Kind.TOO_LARGE,
+                    f"video frames of {width}x{height} pixels exceed the limit of {max_frame_pixels} "
+                    "(--max-frame-pixels)",
                 )
             video_fps = float(stream.average_rate or stream.guessed_rate or 0)
             total = stream.frames or sum(1 for p in container.demux(stream) if p.size)

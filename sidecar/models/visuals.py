@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from sidecar.errors import SidecarError, invalid
+from sidecar.errors import Kind, SidecarError, invalid
 from sidecar.media import MediaResolver, VideoFrames
+from sidecar.media.images import FACTOR
 from sidecar.media.video import frame_list_video, sampled_frames
 from sidecar.types import ItemInput
 
@@ -130,13 +131,24 @@ class VisualProcessor:
                 raise
             except ValueError as exc:
                 raise invalid(f"{label}: {exc}") from None
-        for i, ref in enumerate(item.images):
-            label = f"{where}.images[{i}]"
-            image = resolver.image(ref, label)
+        images = [resolver.image(ref, f"{where}.images[{i}]") for i, ref in enumerate(item.images)]
+        tokens = sum(int(v.grid_thw.prod()) // self.merge for v in visuals) + sum(
+            image.width * image.height // (FACTOR * FACTOR) for image in images
+        )
+        cap = resolver.budget.max_pair_tokens
+        if cap is not None and tokens > cap:  # checked before the pictures are turned into model input
+            raise SidecarError(
+                Kind.TOO_LARGE,
+                f"{where} has {tokens} image and video tokens, over the limit of {cap} per pair (--max-pair-tokens)",
+            )
+        processed: dict[int, Visual] = {}  # a picture repeated in the item is processed once
+        for i, image in enumerate(images):
             try:
-                visuals.append(self.image(image))
+                if id(image) not in processed:
+                    processed[id(image)] = self.image(image)
+                visuals.append(processed[id(image)])
             except ValueError as exc:
-                raise invalid(f"{label}: {exc}") from None
+                raise invalid(f"{where}.images[{i}]: {exc}") from None
         return ProcessedItem(item.text, visuals)
 
 

@@ -116,12 +116,6 @@ def milvus_products(milvus_lite, sidecar):
     return index_documents(milvus_lite, "products", CORPUS, embed_client=sidecar, index_type="FLAT", progress=False)
 
 
-@pytest.fixture(params=["qdrant", "milvus-lite"])
-def products(request):
-    """The corpus indexed in each embedded engine, as a connector (dense, bm25 and hybrid)."""
-    return request.getfixturevalue({"qdrant": "qdrant_products", "milvus-lite": "milvus_products"}[request.param])
-
-
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory) -> str:
     """The real Milvus server (PyPI `milvus`) on a free loopback port, via tests/engines/milvus.sh."""
