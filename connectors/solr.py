@@ -353,7 +353,8 @@ def index_documents(
     one typed field per extra field (strings exact, for filters), and "dense", a `DenseVectorField`
     of the vectors' dimension with `similarity` ("cosine", "dot_product", "euclidean"), when
     vectors are given or embedded. The document id is the unique key "id", so indexing again
-    overwrites.
+    overwrites. On a standalone node, cores made from one configset share its schema: give cores
+    whose fields differ their own configsets.
 
     Raises:
         ValueError: unusable extra fields, or an existing "dense" field of another dimension.
@@ -375,20 +376,24 @@ def index_documents(
         schema = http("GET", f"{collection}/schema")["schema"]
         have = {f["name"]: f for f in schema.get("fields", [])}
         type_names = {t["name"]: t for t in schema.get("fieldTypes", [])}
-        commands: dict[str, list[dict[str, Any]]] = {"add-field-type": [], "add-field": []}
+        commands: dict[str, list[dict[str, Any]]] = {"add-field-type": [], "add-field": [], "replace-field": []}
         if dense is not None:
             vector_type = f"knn_vector_{len(dense[0])}_{similarity}"
-            if "dense" in have and have["dense"]["type"] != vector_type:
-                raise ValueError(
-                    f"solr collection {collection!r} has a 'dense' field of type {have['dense']['type']!r}; the documents "
-                    f"need {vector_type!r}: pass recreate=True (or another collection name)"
-                )
             if vector_type not in type_names:
                 commands["add-field-type"].append(
                     {"name": vector_type, "class": "solr.DenseVectorField", "vectorDimension": len(dense[0]),
                      "similarityFunction": similarity, "knnAlgorithm": "hnsw"}
                 )  # fmt: skip
-            fields.append({"name": "dense", "type": vector_type, "stored": False})
+            vector_field = {"name": "dense", "type": vector_type, "stored": False}
+            if "dense" in have and have["dense"]["type"] != vector_type:
+                if not recreate:
+                    raise ValueError(
+                        f"solr collection {collection!r} has a 'dense' field of type {have['dense']['type']!r}; the "
+                        f"documents need {vector_type!r}: pass recreate=True (or another collection name)"
+                    )
+                commands["replace-field"].append(vector_field)  # a standalone configset's schema outlives its cores
+            else:
+                fields.append(vector_field)
         commands["add-field"] = [f for f in fields if f["name"] not in have]
         if any(commands.values()):
             http("POST", f"{collection}/schema", {k: v for k, v in commands.items() if v})

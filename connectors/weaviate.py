@@ -13,7 +13,9 @@
 
 Modes: "dense" is `near_vector` on the collection's self-provided vector (a named vector, or the
 collection's only one); "bm25" searches the mapped text properties; "hybrid" is Weaviate's
-`hybrid` query (relative-score fusion by default, `alpha` weights the vector side). Filters are
+`hybrid` query (relative-score fusion by default, `alpha` weights the vector side; each side contributes at least the server's
+QUERY_HYBRID_MAXIMUM_RESULTS candidates, 100 by default, so a hybrid top-k may hold a document
+outside both top-k lists). Filters are
 `weaviate.classes.query.Filter` objects, applied inside each search. Weaviate capitalises
 collection names ("products" is the collection "Products").
 
@@ -159,6 +161,7 @@ class WeaviateConnector(Connector):
 
     def _configure(self, config: Any) -> None:
         properties = {p.name: str(p.data_type.value) for p in config.properties}
+        searchable = {p.name for p in config.properties if p.index_searchable is not False}
         vectors = dict(config.vector_config or {})
         if not vectors and config.vector_index_config is not None:
             vectors = {DEFAULT_VECTOR: config}  # a collection with one unnamed vector
@@ -176,7 +179,7 @@ class WeaviateConnector(Connector):
             available = [*(f"field {n!r}" for n in sorted(properties)), *(f"vector {v!r}" for v in vectors)]
             raise FieldMappingError(ENGINE, self.collection, missing, available)
         candidates = self.mapping.template_fields() or list(self.mapping.text_fields)
-        self.bm25_fields = [n for n in candidates if properties.get(n) in TEXT_TYPES]
+        self.bm25_fields = [n for n in candidates if properties.get(n) in TEXT_TYPES and n in searchable]
         self.return_properties = list(properties)
 
     def _pick_vector(self, vectors: dict[str, Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""The shared connector scenarios, run on all four engines: Qdrant, Milvus Lite, Elasticsearch, OpenSearch.
+"""The shared connector scenarios, run on every engine: Qdrant, Milvus Lite, Elasticsearch, OpenSearch, Weaviate, Solr.
 
 Every scenario of test_search_and_rerank.py and test_failures.py that takes the `products`
 fixture is collected here a second time, with this module's `products`: the same corpus indexed
@@ -22,6 +22,8 @@ PRODUCTS = {
     "milvus-lite": "milvus_products",
     "elasticsearch": "es_products",
     "opensearch": "os_products",
+    "weaviate": "weaviate_products",
+    "solr": "solr_products",
 }
 
 

@@ -13,6 +13,9 @@
 #   WEAVIATE_RAFT_PORT      Raft (default + 4); its internal RPC port is WEAVIATE_RAFT_PORT + 1 (+ 5)
 #   WEAVIATE_MODULES        ENABLE_MODULES (default reranker-cohere: Weaviate's own rerank, pointed
 #                           at the sidecar's Cohere route by a collection's base URL)
+#   WEAVIATE_HYBRID_POOL    QUERY_HYBRID_MAXIMUM_RESULTS: the least candidates each side of a hybrid
+#                           query contributes (Weaviate's default 100; default here 1, so each side
+#                           contributes its top `limit`, as hybrid does in the other engines' tests)
 #   WEAVIATE_START_TIMEOUT  seconds to wait for /v1/.well-known/ready (default 120)
 #
 # Binds: REST, gossip and Raft listen on 127.0.0.1 only. Weaviate 1.35 has no setting for the
@@ -32,6 +35,7 @@ WV_GRPC_PORT="${WEAVIATE_GRPC_PORT:-$((WV_PORT + 1))}"
 WV_GOSSIP_PORT="${WEAVIATE_GOSSIP_PORT:-$((WV_PORT + 2))}"
 WV_RAFT_PORT="${WEAVIATE_RAFT_PORT:-$((WV_PORT + 4))}"
 WV_MODULES="${WEAVIATE_MODULES:-reranker-cohere}"
+WV_HYBRID_POOL="${WEAVIATE_HYBRID_POOL:-1}"
 WV_START_TIMEOUT="${WEAVIATE_START_TIMEOUT:-120}"
 
 INSTALL_DIR="$ENGINE_CACHE/weaviate-$WV_VERSION"
@@ -115,6 +119,7 @@ cmd_start() {
         DISABLE_TELEMETRY=true \
         LIMIT_RESOURCES=true \
         QUERY_DEFAULTS_LIMIT=25 \
+        QUERY_HYBRID_MAXIMUM_RESULTS="$WV_HYBRID_POOL" \
         "$RUN_DIR/home/bin/weaviate-server" --host 127.0.0.1 --port "$WV_PORT" --scheme http
     echo "$LAUNCHED_PID" >"$PID_FILE"
 
