@@ -53,6 +53,9 @@ final class SidecarClient {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       throw new IOException("interrupted while waiting for the sidecar at " + endpoint, e);
+    } catch (IOException e) {
+      String reason = e.getMessage() != null ? e.getMessage() : e.getClass().getSimpleName();
+      throw new IOException("cannot reach the sidecar at " + endpoint + " (" + reason + ")", e);
     }
     if (response.statusCode() != 200) {
       throw new IOException(

@@ -31,8 +31,9 @@ import org.apache.solr.search.SyntaxError;
  * then search with {@code rq={!sidecar reRankDocs=50 textField=text imageField=image}}. Local
  * parameters: {@code reRankDocs} (default 100), {@code query} (default: the request's {@code q}),
  * {@code textField} and {@code imageField} (comma-separated stored fields; defaults from the
- * plugin's configuration, else "text" and none), {@code onError} ("fail", the default, answers
- * HTTP 503; "keep" keeps the first-pass order). Configuration: {@code url} (required),
+ * plugin's configuration, else "text" and none), {@code onError} ("fail", the default, fails the
+ * search with "sidecar rerank failed: ..." (Solr's rerank collector answers HTTP 400); "keep" keeps
+ * the first-pass order). Configuration: {@code url} (required),
  * {@code apiKey}, {@code timeoutMs} (default 30000), {@code textField}, {@code imageField}.
  */
 public class SidecarRerankQParserPlugin extends QParserPlugin {
@@ -134,7 +135,7 @@ public class SidecarRerankQParserPlugin extends QParserPlugin {
     }
   }
 
-  /** A sidecar failure becomes HTTP 503 with the reason, rather than a bare server error. */
+  /** A sidecar failure becomes a SolrException naming the sidecar and the reason. */
   static final class FailureAsSolrError extends org.apache.lucene.search.Rescorer {
     private final SidecarRescorer inner;
 

@@ -21,11 +21,11 @@ public final class SolrNode {
     }
     JettyConfig config =
         JettyConfig.builder().setPort(Integer.parseInt(args[1])).setContext("/solr").stopAtShutdown(true).build();
-    JettySolrRunner runner = new JettySolrRunner(args[0], config);
-    runner.start();
-    if (args.length > 2) {
+    if (args.length > 2) { // first, so that a node that hangs while starting can still be stopped
       Files.writeString(Path.of(args[2]), Long.toString(ProcessHandle.current().pid()));
     }
+    JettySolrRunner runner = new JettySolrRunner(args[0], config);
+    runner.start();
     System.out.println("Solr node serving " + runner.getBaseUrl());
     Thread.currentThread().join();
   }
