@@ -384,17 +384,18 @@ def index_documents(
                     {"name": vector_type, "class": "solr.DenseVectorField", "vectorDimension": len(dense[0]),
                      "similarityFunction": similarity, "knnAlgorithm": "hnsw"}
                 )  # fmt: skip
-            vector_field = {"name": "dense", "type": vector_type, "stored": False}
-            if "dense" in have and have["dense"]["type"] != vector_type:
+            fields.append({"name": "dense", "type": vector_type, "stored": False})
+        for field in fields:
+            current = have.get(field["name"])
+            if current is None:
+                commands["add-field"].append(field)
+            elif current["type"] != field["type"]:
                 if not recreate:
                     raise ValueError(
-                        f"solr collection {collection!r} has a 'dense' field of type {have['dense']['type']!r}; the "
-                        f"documents need {vector_type!r}: pass recreate=True (or another collection name)"
+                        f"solr collection {collection!r} has a field {field['name']!r} of type {current['type']!r}; the "
+                        f"documents need {field['type']!r}: pass recreate=True (or another collection name)"
                     )
-                commands["replace-field"].append(vector_field)  # a standalone configset's schema outlives its cores
-            else:
-                fields.append(vector_field)
-        commands["add-field"] = [f for f in fields if f["name"] not in have]
+                commands["replace-field"].append(field)  # a standalone configset's schema outlives its cores
         if any(commands.values()):
             http("POST", f"{collection}/schema", {k: v for k, v in commands.items() if v})
     with Progress(len(documents), "indexing", progress) as bar, call("update"):
