@@ -208,8 +208,10 @@ def test_loader_fills_all_six_engines(config, sidecar_server, elasticsearch_node
     from connectors.weaviate import connect as weaviate_connect
 
     weaviate = weaviate_connect(weaviate_server.url, grpc_port=weaviate_server.port + 1)
-    objects = weaviate.collections.get(collection).query.fetch_objects(limit=100).objects
-    assert {o.properties["doc_id"] for o in objects} == items
+    catalogue = weaviate.collections.get(collection)
+    assert {o.properties["doc_id"] for o in catalogue.query.fetch_objects(limit=100).objects} == items
+    reranker = catalogue.config.get().reranker_config  # Weaviate's own rerank= calls the sidecar
+    assert reranker.reranker == "reranker-cohere" and reranker.model["baseURL"] == urls["--weaviate-reranker-url"]
     weaviate.close()
     import urllib.request
 

@@ -55,6 +55,7 @@ class Targets:
     recreate: bool = True
     milvus_full_text: bool = True
     weaviate_grpc_port: int = WEAVIATE_GRPC_PORT
+    weaviate_reranker_url: str | None = None  # the sidecar's HTTP URL as Weaviate reaches it
 
 
 def inline_image(ref: str) -> str:
@@ -198,8 +199,11 @@ def index_into(engine: str, client: Any, vectors: list[list[float]], targets: Ta
         return qdrant_index(client, targets.collection, documents, **common)
     if engine == "weaviate":
         from connectors.weaviate import index_documents as weaviate_index
+        from connectors.weaviate import sidecar_reranker
 
-        return weaviate_index(client, targets.collection, documents, **common)
+        url = targets.weaviate_reranker_url
+        reranker = sidecar_reranker(url) if url else None
+        return weaviate_index(client, targets.collection, documents, reranker=reranker, **common)
     if engine == "solr":
         from connectors.solr import index_documents as solr_index
 
@@ -280,6 +284,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weaviate-grpc-port", type=int, default=WEAVIATE_GRPC_PORT,
                         help=f"Weaviate's gRPC port on the same host (default: {WEAVIATE_GRPC_PORT})")  # fmt: skip
     parser.add_argument("--solr", metavar="URL", help="Solr base URL, e.g. http://solr:8983/solr")
+    parser.add_argument("--weaviate-reranker-url", metavar="URL",
+                        help="load-catalogue: the sidecar's HTTP URL as Weaviate reaches it; the collection's "
+                             "reranker module (reranker-cohere) then calls it for Weaviate's own rerank= queries")  # fmt: skip
 
 
 def targets_from_args(args: argparse.Namespace) -> Targets:
@@ -287,7 +294,7 @@ def targets_from_args(args: argparse.Namespace) -> Targets:
     engines = {name: getattr(args, name) for name in ENGINES if getattr(args, name)}
     return Targets(
         args.sidecar, engines, args.collection, args.wait_timeout, args.recreate, args.milvus_full_text,
-        args.weaviate_grpc_port,
+        args.weaviate_grpc_port, args.weaviate_reranker_url,
     )  # fmt: skip
 
 
