@@ -23,11 +23,11 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode
+from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, modes_for
 from connectors.engine_errors import EngineAuthError, EngineUnavailableError, IndexNotFoundError, translated
 from connectors.errors import EngineError, FieldMappingError
 from connectors.fusion import RRF_K, rrf
-from connectors.indexing import Progress, batches, document_vectors
+from connectors.indexing import Progress, batches, document_vectors, extra_field_types
 
 try:
     import pysolr
@@ -163,7 +163,7 @@ class SolrConnector(Connector):
         def known(name: str) -> bool:
             return (name in fields and name not in vectors) or any(fnmatch.fnmatchcase(name, p) for p in dynamic)
 
-        self.dense_name = self._pick_vector(vectors, fields)
+        self.dense_name = self.pick_vector("DenseVectorField", list(vectors), self.mapping.dense_vector)
         self._size = int(vectors[self.dense_name]["vectorDimension"]) if self.dense_name else None
         missing: list[str] = []
         if self.mapping.sparse_vector is not None:
@@ -186,31 +186,9 @@ class SolrConnector(Connector):
             raise FieldMappingError(ENGINE, self.collection, list(dict.fromkeys(missing)), available)
         self.field_list = "*,score"  # every stored field (vectors are not stored by the helper) and the score
 
-    def _pick_vector(self, vectors: dict[str, Any], fields: dict[str, Any]) -> str | None:
-        wanted = self.mapping.dense_vector
-        if wanted is not None:
-            if wanted not in vectors:
-                raise FieldMappingError(
-                    ENGINE, self.collection, [f"DenseVectorField {wanted!r}"], [f"vector {v!r}" for v in vectors]
-                )
-            return wanted
-        if len(vectors) > 1:
-            raise ValueError(
-                f"solr collection {self.collection!r} has several DenseVectorFields ({', '.join(map(repr, vectors))}); "
-                "name one in FieldMapping.dense_vector"
-            )
-        return next(iter(vectors), None)
-
     @property
     def supported_modes(self) -> frozenset[SearchMode]:
-        modes: set[SearchMode] = set()
-        if self.dense_name:
-            modes.add("dense")
-        if self.bm25_fields:
-            modes.add("bm25")
-        if len(modes) == 2:
-            modes.add("hybrid")
-        return frozenset(modes)
+        return modes_for(self.dense_name is not None, bool(self.bm25_fields))
 
     @property
     def vector_size(self) -> int | None:
@@ -278,19 +256,7 @@ def schema_fields(documents: Sequence[Document], text_type: str) -> list[dict[st
         {"name": "text", "type": text_type, "stored": True, "multiValued": False},
         {"name": "image", "type": "strings", "stored": True, "multiValued": True},
     ]
-    seen: dict[str, set[type]] = {}
-    for doc in documents:
-        for name, value in doc.fields.items():
-            if name in RESERVED:
-                raise ValueError(
-                    f"extra field {name!r} clashes with a field the helper creates ({', '.join(sorted(RESERVED))})"
-                )
-            seen.setdefault(name, set()).add(type(value))
-    for name, kinds in seen.items():
-        kinds = {float} if kinds == {int, float} else kinds
-        kind = next(iter(kinds))
-        if len(kinds) != 1 or kind not in _TYPES:
-            raise ValueError(f"extra field {name!r} must hold only bool, int, float or str values; got {kinds}")
+    for name, kind in extra_field_types(documents, set(RESERVED)).items():
         fields.append({"name": name, "type": _TYPES[kind], "stored": True, "multiValued": False})
     return fields
 

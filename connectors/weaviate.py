@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, modes_for
 from connectors.engine_errors import EngineAuthError, EngineUnavailableError, IndexNotFoundError, translated
 from connectors.errors import EngineError, FieldMappingError
-from connectors.indexing import Progress, batches, document_vectors
+from connectors.indexing import Progress, batches, document_vectors, extra_field_types
 
 try:
     import weaviate
@@ -165,7 +165,7 @@ class WeaviateConnector(Connector):
         vectors = dict(config.vector_config or {})
         if not vectors and config.vector_index_config is not None:
             vectors = {DEFAULT_VECTOR: config}  # a collection with one unnamed vector
-        self.dense_name = self._pick_vector(vectors)
+        self.dense_name = self.pick_vector("named vector", list(vectors), self.mapping.dense_vector)
         index_config = vectors[self.dense_name].vector_index_config if self.dense_name else None
         self.distance = index_config.distance_metric if index_config is not None else None
         missing: list[str] = []
@@ -181,21 +181,6 @@ class WeaviateConnector(Connector):
         candidates = self.mapping.template_fields() or list(self.mapping.text_fields)
         self.bm25_fields = [n for n in candidates if properties.get(n) in TEXT_TYPES and n in searchable]
         self.return_properties = list(properties)
-
-    def _pick_vector(self, vectors: dict[str, Any]) -> str | None:
-        wanted = self.mapping.dense_vector
-        if wanted is not None:
-            if wanted not in vectors:
-                raise FieldMappingError(
-                    ENGINE, self.collection, [f"vector {wanted!r}"], [f"vector {v!r}" for v in vectors]
-                )
-            return wanted
-        if len(vectors) > 1:
-            raise ValueError(
-                f"weaviate collection {self.collection!r} has several named vectors ({', '.join(map(repr, vectors))}); "
-                "name one in FieldMapping.dense_vector"
-            )
-        return next(iter(vectors), None)
 
     def _stored_vector_size(self) -> int | None:
         """Weaviate's schema has no vector dimension: read it from one stored object (None when empty)."""
@@ -272,19 +257,7 @@ def document_properties(documents: Sequence[Document], analyzer: Tokenization) -
         Property(name="text", data_type=DataType.TEXT, tokenization=analyzer),
         Property(name="image", data_type=DataType.TEXT_ARRAY, tokenization=Tokenization.FIELD, index_searchable=False),
     ]  # fmt: skip
-    seen: dict[str, set[type]] = {}
-    for doc in documents:
-        for name, value in doc.fields.items():
-            if name in RESERVED:
-                raise ValueError(
-                    f"extra field {name!r} clashes with a property the helper creates ({', '.join(sorted(RESERVED))})"
-                )
-            seen.setdefault(name, set()).add(type(value))
-    for name, types in seen.items():
-        types = {float} if types == {int, float} else types
-        kind = next(iter(types))
-        if len(types) != 1 or kind not in _DATA_TYPES:
-            raise ValueError(f"extra field {name!r} must hold only bool, int, float or str values; got {types}")
+    for name, kind in extra_field_types(documents, set(RESERVED)).items():
         exact = Tokenization.FIELD if kind is str else None  # strings filter exactly, like a keyword
         properties.append(Property(name=name, data_type=_DATA_TYPES[kind], tokenization=exact, index_searchable=False))
     return properties

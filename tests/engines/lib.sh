@@ -209,3 +209,16 @@ find_go() {
     [[ -x /usr/local/go/bin/go ]] && { echo /usr/local/go/bin/go; return; }
     die "no Go toolchain found (go on PATH or /usr/local/go/bin/go)"
 }
+
+# A Java 17 home for the JVM engines: OVERRIDE when set, else Java 17 (or 21) under /usr/lib/jvm,
+# else the java on PATH.
+#   find_java_home OVERRIDE
+find_java_home() {
+    if [[ -n "${1:-}" ]]; then printf '%s\n' "$1"; return; fi
+    local d java
+    for d in /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-21-openjdk-amd64; do
+        [[ -x "$d/bin/java" ]] && { printf '%s\n' "$d"; return; }
+    done
+    java="$(command -v java)" || die "no Java found; set the engine's JAVA_HOME variable"
+    dirname "$(dirname "$(readlink -f "$java")")"
+}

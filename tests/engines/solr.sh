@@ -33,16 +33,7 @@ PID_FILE="$RUN_DIR/solr.pid"
 CONSOLE_LOG="$RUN_DIR/console.log"
 URL="http://127.0.0.1:$SOLR_P/solr"
 
-find_java() {
-    if [[ -n "${SOLR_JAVA_HOME:-}" ]]; then printf '%s\n' "$SOLR_JAVA_HOME"; return; fi
-    local d
-    for d in /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-21-openjdk-amd64; do
-        [[ -x "$d/bin/java" ]] && { printf '%s\n' "$d"; return; }
-    done
-    local java
-    java="$(command -v java)" || die "no Java found; set SOLR_JAVA_HOME"
-    dirname "$(dirname "$(readlink -f "$java")")"
-}
+find_java() { find_java_home "${SOLR_JAVA_HOME:-}"; }
 
 # A stamp of what an install holds: the version and the sources it was built from.
 stamp() {
