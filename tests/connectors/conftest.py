@@ -26,6 +26,14 @@ from tests.connectors.engines_fixtures import (  # noqa: F401 - Elasticsearch/Op
     os_client,
     os_products,
 )
+from tests.connectors.server_engines import (  # noqa: F401 - Weaviate and Solr nodes, clients, collections
+    solr_node,
+    solr_products,
+    solr_url,
+    weaviate_client,
+    weaviate_node,
+    weaviate_products,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MILVUS_SCRIPT = REPO / "tests" / "engines" / "milvus.sh"

@@ -1,4 +1,4 @@
-"""The shared connector scenarios, run on all four engines: Qdrant, Milvus Lite, Elasticsearch, OpenSearch.
+"""The shared connector scenarios, run on every engine: Qdrant, Milvus Lite, Elasticsearch, OpenSearch, Weaviate, Solr.
 
 The scenarios are the `scenario_*` functions of test_search_and_rerank.py and test_failures.py
 (written there beside the tests they share helpers with, and collected only here), run with this
@@ -22,6 +22,8 @@ PRODUCTS = {
     "milvus-lite": "milvus_products",
     "elasticsearch": "es_products",
     "opensearch": "os_products",
+    "weaviate": "weaviate_products",
+    "solr": "solr_products",
 }
 
 
