@@ -4,9 +4,10 @@ Request: `query` (a string, or an object `{text?, image?, images?}`: Jina's imag
 `documents` (each a string or an object), optional `top_n`, `return_documents`, `rank_fields`,
 `model` (accepted, not used: this server scores with the model it loaded), `instruction`
 (extension: the reranker's task instruction) and `media_in_strings` (extension, default true; see
-`sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) and `max_chunks_per_doc` (Cohere
-v1) are checked to be positive integers and otherwise ignored, like any unknown field: the engine
-truncates each pair at the model's maximum length instead.
+`sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) cuts each document's text to that
+many tokens, as Cohere does; `max_chunks_per_doc` (Cohere v1) is checked to be a positive integer
+and otherwise ignored, like any unknown field. Beyond these, the engine truncates each pair at the
+model's maximum length.
 
 Where the originals differ, each route follows its own:
 
@@ -59,15 +60,17 @@ def parse_rerank(body: object, max_documents: int, api_version: str = "2") -> Pa
     media_strings = boolean(body, "media_in_strings", True)
     optional_string(body, "model")  # checked for type, then ignored: this server scores with its own model
     instruction = optional_string(body, "instruction").strip()
-    optional_int(body, "max_tokens_per_doc", 1)  # checked for type, then ignored (see module doc)
-    optional_int(body, "max_chunks_per_doc", 1)
+    max_tokens_per_doc = optional_int(body, "max_tokens_per_doc", 1) or 0
+    optional_int(body, "max_chunks_per_doc", 1)  # checked for type, then ignored (see module doc)
     rank_fields = string_list(body, "rank_fields")
     query = parse_query(body, media_strings)
     raw = array(body, "documents", max_documents)
     documents = tuple(_document(d, f"documents[{i}]", media_strings, rank_fields) for i, d in enumerate(raw))
     v1 = api_version == "1"
     return ParsedRerank(
-        input=RerankInput(query=query, documents=documents, instruction=instruction),
+        input=RerankInput(
+            query=query, documents=documents, instruction=instruction, max_tokens_per_doc=max_tokens_per_doc
+        ),
         echoes=tuple({"text": d} if isinstance(d, str) else d for d in raw),
         top_n=optional_int(body, "top_n", 0 if v1 else 1) or 0,
         return_documents=boolean(body, "return_documents", v1),

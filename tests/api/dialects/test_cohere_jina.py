@@ -105,3 +105,15 @@ async def test_a_document_without_any_rank_field_is_named(http):
     assert reply.error()["message"] == "documents[1] has none of rank_fields ['author']"
     wrong = await http.post("/v2/rerank", {"query": QUERY, "documents": DOCS, "rank_fields": "title"})
     assert wrong.status == 422 and wrong.error()["message"] == "rank_fields must be an array of strings, not a string"
+
+
+async def test_max_tokens_per_doc_cuts_each_documents_text(http):
+    # Two documents that differ only after their first 8 tokens score alike when cut to 8, apart otherwise.
+    head = "red bicycle for sale, barely used, red bicycle for sale, barely used"
+    documents = [head + " and a cat on a sofa", head + " near the sunny weather station"]
+    cut = await http.post("/v2/rerank", {"query": QUERY, "documents": documents, "max_tokens_per_doc": 8})
+    whole = await http.post("/v2/rerank", {"query": QUERY, "documents": documents})
+    assert cut.status == whole.status == 200, cut.raw
+    cut_scores, whole_scores = scores(cut), scores(whole)
+    assert abs(cut_scores[0] - cut_scores[1]) < 1e-5  # the same tokens: float32 noise across batch rows (2e-7)
+    assert abs(whole_scores[0] - whole_scores[1]) > 1e-2  # measured: 0.11
