@@ -61,10 +61,10 @@ SHAPES: dict[str, ModelShape] = {
     "mini": ModelShape(512, 4, 8, 4, 64, 1536, 4, 256, 4, 1024, 512, (1, 2), 2304),
     # The real Qwen3-VL-2B shape (random weights), for GPU benchmarks.
     "2b": ModelShape(2048, 28, 16, 8, 128, 6144, 24, 1024, 16, 4096, 2048, (5, 11, 17), 2304, True),
-    # For fine-tuning tests: the tiny shape with weights 50x larger. At std 0.02 a random 2-layer model's
-    # attention is uniform and its last token barely depends on the pair, so LoRA gets no signal to
-    # learn from; at std 1.0 its random features are rich enough that a few hundred steps learn a task.
-    "learnable": ModelShape(32, 2, 4, 2, 16, 64, 2, 32, 2, 64, 32, (0, 1), 64, initializer_range=1.0),
+    # For fine-tuning tests: twice the tiny width, weights 50x larger. At std 0.02 a random 2-layer model's
+    # last token barely depends on the pair, so LoRA gets almost no gradient to learn from; at std 1.0
+    # its random features are rich enough that a few hundred CPU steps learn a matching task.
+    "learnable": ModelShape(64, 2, 4, 2, 16, 128, 2, 32, 2, 64, 64, (0, 1), 64, initializer_range=1.0),
 }
 
 
