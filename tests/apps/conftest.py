@@ -48,7 +48,15 @@ QUERIES = [
     {"_id": "q5", "text": "a query nobody judged"},
 ]
 # q1: d1 (2), d3 (1); q2: d4, d6; q3: d5; q4: d2. q5 has no judgements and is not evaluated.
-QRELS = [("q1", "d1", 2), ("q1", "d3", 1), ("q1", "d2", 0), ("q2", "d4", 1), ("q2", "d6", 1), ("q3", "d5", 1), ("q4", "d2", 1)]
+QRELS = [
+    ("q1", "d1", 2),
+    ("q1", "d3", 1),
+    ("q1", "d2", 0),
+    ("q2", "d4", 1),
+    ("q2", "d6", 1),
+    ("q3", "d5", 1),
+    ("q4", "d2", 1),
+]
 # A first stage with hand-checkable metrics (see test_eval_command.py).
 FIRST_RUN = {
     "q1": ["d2", "d1", "d4", "d3"],

@@ -79,7 +79,9 @@ def test_reranked_order_is_the_sidecar_s_own(run_file_eval, eval_sidecar):
         for d in FIRST_RUN["q3"]
     ]
     with RerankerClient(eval_sidecar.target) as client:  # one document per call: no batching shared with eval's
-        logits = [client.rerank({"text": query["text"], "images": query["images"]}, [d]).results[0].logit for d in documents]
+        logits = [
+            client.rerank({"text": query["text"], "images": query["images"]}, [d]).results[0].logit for d in documents
+        ]
     expected = sorted(zip(FIRST_RUN["q3"], logits), key=lambda pair: -pair[1])
     assert [d for d, _ in reranked["q3"]] == [d for d, _ in expected]
     assert [s for _, s in reranked["q3"]] == pytest.approx([s for _, s in expected], abs=1e-4)
@@ -96,7 +98,9 @@ def test_outputs_table_json_runs_and_plot(run_file_eval):
     assert (run_file_eval / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_interrupted_evaluation_resumes_and_a_different_one_is_refused(run_file_eval, eval_sidecar, judged_dir, tmp_path, capsys):
+def test_an_interrupted_evaluation_resumes_and_a_different_one_is_refused(
+    run_file_eval, eval_sidecar, judged_dir, tmp_path, capsys
+):
     out = tmp_path / "resumed"
     shutil.copytree(run_file_eval, out)
     journal = (out / "journal.jsonl").read_text().splitlines()

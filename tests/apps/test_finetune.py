@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 import urllib.request
 from pathlib import Path
 
@@ -44,11 +43,28 @@ def task(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def one_thread():
+    """At this model size two threads spin more than they compute (measured: 10x the CPU time on 2 cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(learnable_dir, task) -> Path:
-    out = task / "run"
+    import torch
+
+    out, threads = task / "run", torch.get_num_threads()
     args = ["--model", learnable_dir, "--train", task / "train.jsonl", "--eval-file", task / "heldout.jsonl"]
-    assert run_cli("finetune", *args, "--out", out, "--merge", *TRAINING) == 0
+    torch.set_num_threads(1)  # see one_thread
+    try:
+        assert run_cli("finetune", *args, "--out", out, "--merge", *TRAINING) == 0
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -99,7 +115,9 @@ def test_the_merged_checkpoint_is_the_adapter_merged_at_load(learnable_dir, trai
     from sidecar.models.loading import load_pretrained, merged_adapter
 
     merged, _ = load_pretrained(str(trained / "merged"), torch.device("cpu"), torch.float32)
-    at_load, _ = load_pretrained(str(learnable_dir), torch.device("cpu"), torch.float32, adapter=str(trained / "adapter"))
+    at_load, _ = load_pretrained(
+        str(learnable_dir), torch.device("cpu"), torch.float32, adapter=str(trained / "adapter")
+    )
     base, _ = load_pretrained(str(learnable_dir), torch.device("cpu"), torch.float32)
     expected = at_load.state_dict()
     changed = 0
@@ -109,3 +127,115 @@ def test_the_merged_checkpoint_is_the_adapter_merged_at_load(learnable_dir, trai
     assert changed >= 14  # q, k, v, o, gate, up, down in both layers
     assert merged_adapter(str(trained / "merged")) == str((trained / "adapter").resolve())
     assert merged_adapter(str(learnable_dir)) == ""
+
+
+SHORT = ["--batch-size", "2", "--grad-accum", "2", "--group-size", "4", "--lr", "3e-3", "--lora-dropout", "0.1",
+         "--max-steps", "6", "--save-every", "2", "--k", "10", "--no-progress"]  # fmt: skip
+
+
+def adapter_weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(out / "adapter" / "adapter_model.safetensors")
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys() and a
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(learnable_dir, task, tmp_path_factory) -> Path:
+    import torch
+
+    out, threads = tmp_path_factory.mktemp("uninterrupted"), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run_cli("finetune", "--model", learnable_dir, "--train", task / "train.jsonl", "--out", out, *SHORT) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(
+    learnable_dir, task, uninterrupted, tmp_path, one_thread, caplog
+):
+    """A run whose newest checkpoint is step 4 (as one killed after it leaves it) continues from there."""
+    assert [p.name for p in sorted((uninterrupted / "checkpoints").iterdir())] == ["step-000004", "step-000006"]
+    stopped = tmp_path / "stopped"
+    shutil.copytree(uninterrupted / "checkpoints" / "step-000004", stopped / "checkpoints" / "step-000004")
+    with caplog.at_level("INFO", logger="sidecar.apps.finetune"):
+        assert (
+            run_cli("finetune", "--model", learnable_dir, "--train", task / "train.jsonl", "--out", stopped, *SHORT)
+            == 0
+        )
+    assert "(step 4 of 6)" in caplog.text
+    assert_same_weights(adapter_weights(stopped), adapter_weights(uninterrupted))
+    steps = [json.loads(line)["step"] for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [6]  # no step-0 baseline: it did not start over
+
+
+def test_ctrl_c_checkpoints_the_last_step_and_the_rerun_finishes_the_same(
+    learnable_dir, task, uninterrupted, tmp_path, one_thread, monkeypatch, capsys
+):
+    from sidecar.apps.finetune.trainer import Trainer
+
+    original, calls = Trainer.micro_batch_loss, []
+
+    def interrupted_at_the_8th(self, indices, epoch):
+        calls.append(indices)
+        if len(calls) == 8:  # the second micro-batch of step 4: steps 1-3 are done
+            raise KeyboardInterrupt
+        return original(self, indices, epoch)
+
+    monkeypatch.setattr(Trainer, "micro_batch_loss", interrupted_at_the_8th)
+    args = ["--model", learnable_dir, "--train", task / "train.jsonl", "--out", tmp_path, *SHORT]
+    assert run_cli("finetune", *args) == 130
+    assert "interrupted: saved" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+    monkeypatch.undo()
+    assert run_cli("finetune", *args) == 0
+    assert_same_weights(adapter_weights(tmp_path), adapter_weights(uninterrupted))
+
+
+def test_pointwise_loss_on_pointwise_records(learnable_dir, task, tmp_path, one_thread):
+    rows = []
+    for line in (task / "train.jsonl").read_text().splitlines()[:20]:
+        record = json.loads(line)
+        rows.append({"query": record["query"], "document": record["positive"], "label": 1})
+        rows += [{"query": record["query"], "document": n, "label": 0} for n in record["negatives"]]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.copytree(task / "images", tmp_path / "images")
+    args = [
+        "--model",
+        learnable_dir,
+        "--train",
+        tmp_path / "pairs.jsonl",
+        "--eval-fraction",
+        "0.25",
+        "--loss",
+        "pointwise",
+    ]
+    assert run_cli("finetune", *args, "--out", tmp_path / "out", "--max-steps", "2", "--no-progress") == 0
+    metrics = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["epoch"], m["step"]) for m in metrics] == [(0, 0), (1, 1), (2, 2)]  # 3 queries = 1 step per epoch
+    assert (tmp_path / "out" / "heldout" / "qrels" / "test.tsv").read_text().startswith("query-id\tcorpus-id\tscore\n")
+    # Pairs of one query form one group: 4 colour words, one held out.
+    assert len((tmp_path / "out" / "heldout" / "queries.jsonl").read_text().splitlines()) == 1
+
+
+def test_an_adapter_for_another_model_or_no_adapter_is_refused(tiny_model_dir, uninterrupted, tmp_path):
+    import torch
+
+    from sidecar.models.loading import load_pretrained
+
+    cpu = torch.device("cpu")
+    with pytest.raises(SystemExit, match="not a LoRA adapter directory"):
+        load_pretrained(str(tiny_model_dir), cpu, torch.float32, adapter=str(tmp_path))
+    with pytest.raises(SystemExit, match="cannot apply it to this model"):  # trained on the 64-wide model
+        load_pretrained(str(tiny_model_dir), cpu, torch.float32, adapter=str(uninterrupted / "adapter"))
+    with pytest.raises(SystemExit, match="--adapter applies to the reranker: pass --model too"):
+        cli_main(["serve", "--embedding-model", str(tiny_model_dir), "--adapter", str(tmp_path)])

@@ -110,4 +110,6 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # the trainer saved a checkpoint at the last step boundary and said so
+        return 130
     return 0
