@@ -83,16 +83,9 @@ def judged_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def apps_embedding_dir(tmp_path_factory) -> Path:
-    from sidecar.models.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-embedding"), shape="tiny", seed=1, kind="embedding")
-
-
-@pytest.fixture(scope="session")
-def eval_sidecar(tiny_model_dir, apps_embedding_dir, judged_dir, tmp_path_factory):
+def eval_sidecar(tiny_model_dir, embedding_model_dir, judged_dir, tmp_path_factory):
     """A sidecar with the tiny reranker and embedding model, resolving images under the judged set."""
-    args = ["--model", str(tiny_model_dir), "--embedding-model", str(apps_embedding_dir)]
+    args = ["--model", str(tiny_model_dir), "--embedding-model", str(embedding_model_dir)]
     args += ["--media-root", str(judged_dir), "--max-documents", "3"]  # several rerank calls per query
     with ServerProcess(args, tmp_path_factory.mktemp("logs") / "eval-sidecar.log") as proc:
         yield proc
