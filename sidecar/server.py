@@ -74,7 +74,9 @@ def load_engine(settings: Settings):
         model, processor = load_pretrained(
             settings.model, device, dtype, settings.attn_implementation, adapter=settings.adapter
         )
-        reranker = RerankerModel(settings.model, model, processor)
+        reranker = RerankerModel(
+            settings.model, model, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         reranker.adapter = settings.adapter or merged_adapter(settings.model)
         log.info("reranker loaded in %.1fs", time.perf_counter() - start)
     if settings.embedding_model:
@@ -83,7 +85,9 @@ def load_engine(settings: Settings):
         base, processor = load_pretrained(
             settings.embedding_model, device, dtype, settings.attn_implementation, with_lm_head=False
         )
-        embedder = EmbedderModel(settings.embedding_model, base, processor)
+        embedder = EmbedderModel(
+            settings.embedding_model, base, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
     compile_layers = fused.wanted(settings.compile_layers, device)
     for loaded in (model for model in (reranker, embedder) if model is not None):

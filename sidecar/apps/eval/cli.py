@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sidecar.apps.loader import ENGINES
+from sidecar.apps.loader import ENGINES, WEAVIATE_GRPC_PORT
 
 DEFAULT_KS = "1,3,5,10,20,100"
 
@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for engine in ENGINES:
         first.add_argument(f"--{engine}", metavar="URL", help=f"{engine} URL (Qdrant/Milvus also a local path)")
+    first.add_argument("--weaviate-grpc-port", type=int, default=WEAVIATE_GRPC_PORT,
+                       help=f"Weaviate's gRPC port (default: {WEAVIATE_GRPC_PORT})")  # fmt: skip
     first.add_argument("--collection", help="index/collection name in the engine")
     first.add_argument(
         "--mode",
@@ -204,9 +206,7 @@ def build_stages(args: argparse.Namespace, judged, client: Any) -> tuple[list[An
 
     engines = {name: getattr(args, name) for name in ENGINES if getattr(args, name)}
     if bool(engines) == bool(args.run) or len(engines) > 1:
-        raise EvalError(
-            "give either --run FILE (repeatable) or one engine (--qdrant, --milvus, --elasticsearch, --opensearch)"
-        )
+        raise EvalError(f"give either --run FILE (repeatable) or one engine (--{', --'.join(ENGINES)})")
     image_uri = inline_images(args.image_dir) if args.image_dir else None
     inputs = {"queries": sorted(judged.queries), "image_dir": str(args.image_dir or "")}
     if args.run:
@@ -239,7 +239,8 @@ def engine_connector(args: argparse.Namespace, engine: str, location: str, image
         image_fields=tuple(args.image_field),
         image_uri=image_uri,
     )
-    return make_connector(engine, open_client(engine, location), args.collection, mapping, None)
+    client = open_client(engine, location, args.weaviate_grpc_port)
+    return make_connector(engine, client, args.collection, mapping, None)
 
 
 def _file_identity(path: Path) -> list[Any]:
