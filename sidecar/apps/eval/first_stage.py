@@ -45,8 +45,15 @@ class CandidateList(Connector):
     def supported_modes(self) -> frozenset[SearchMode]:
         return frozenset(("dense", "bm25", "hybrid"))
 
-    def search(self, query_text, query_vector, top_k, mode, filter=None) -> list[Hit]:
-        """The stored hits, at most `top_k` of them."""
+    def search(
+        self,
+        query_text: str | None,
+        query_vector: Sequence[float] | None,
+        top_k: int,
+        mode: SearchMode,
+        filter: Any = None,
+    ) -> list[Hit]:
+        """The stored hits, at most `top_k` of them (the query is not looked at: they were retrieved for it)."""
         return self.hits[:top_k]
 
 

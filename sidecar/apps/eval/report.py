@@ -95,7 +95,7 @@ def markdown(results: dict[str, Any], table_k: int = 10) -> str:
     served = model.get("name", "?") + (f" + adapter {model['adapter']}" if model.get("adapter") else "")
     lines += [
         "",
-        f"{results['queries']} judged queries, {results.get('depth', '?')} candidates each, reranked by {served}. "
+        f"{results['queries']} judged queries, up to {results.get('depth', '?')} candidates each, reranked by {served}. "
         "In parentheses: the change against the first stage and the two-sided paired t-test's p-value. "
         "Latency: the first stage's search (query embedding included for dense and hybrid); "
         "for reranked rows, the rerank step alone.",

@@ -123,9 +123,8 @@ class Trainer:
         if skipped:
             log.warning("%d training queries lack a positive or a negative: the listwise loss skips them", skipped)
         device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, device)
         torch.manual_seed(config.seed)  # the LoRA weights' initialisation and the first dropout masks
-        model, processor = load_pretrained(config.model, device, self.dtype)
+        model, processor = load_pretrained(config.model, device, resolve_dtype(config.dtype, device))
         self.reranker = RerankerModel(config.model, model, processor)
         lora = LoraConfig(
             r=config.lora_r,
