@@ -7,9 +7,11 @@ client for the same pairs.
 
 from __future__ import annotations
 
+import http.client
 import json
 import struct
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -68,13 +70,16 @@ def f32(value: float) -> float:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """POST raw bytes, as the caller's HTTP client sends them; returns status and raw answer."""
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    """POST raw bytes with exactly these headers (http.client adds only Host and Content-Length, where
+    urllib would add a form Content-Type), as the caller's HTTP client sends them; status and raw answer."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        connection.request("POST", parts.path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def get(url: str) -> tuple[int, object]:
