@@ -26,6 +26,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from PIL import Image
 
+from sidecar import metrics
 from sidecar.errors import Kind, SidecarError, invalid
 from sidecar.types import MediaRef
 
@@ -230,9 +231,12 @@ class MediaResolver:
                     data = ref.data if ref.data else self.load_bytes(ref.uri or "")
                     slot.image = decode_image(data, self.policy)
                 except SidecarError as exc:
+                    metrics.media_resolved(ref.uri, bool(ref.data), exc)
                     raise SidecarError(exc.kind, f"{where}: {exc.message}") from None
                 except (ValueError, OSError) as exc:
+                    metrics.media_resolved(ref.uri, bool(ref.data), exc)
                     raise invalid(f"{where}: {exc}") from None
+                metrics.media_resolved(ref.uri, bool(ref.data))
                 with self._lock:
                     self.decoded += 1
             return slot.image
@@ -240,11 +244,15 @@ class MediaResolver:
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
         try:
-            return video_file_frames(self.load_bytes(uri, self.policy.max_video_bytes), fps)
+            frames = video_file_frames(self.load_bytes(uri, self.policy.max_video_bytes), fps)
         except SidecarError as exc:
+            metrics.media_resolved(uri, False, exc)
             raise SidecarError(exc.kind, f"{where}: {exc.message}") from None
         except (ValueError, OSError) as exc:
+            metrics.media_resolved(uri, False, exc)
             raise invalid(f"{where}: {exc}") from None
+        metrics.media_resolved(uri, False)
+        return frames
 
     def load_bytes(self, uri: str, max_bytes: int | None = None) -> bytes:
         """Bytes behind a data: URI, an http(s) URL or a media-root path."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sidecar import metrics
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
 from sidecar.models.embedder import EmbedderModel, PreparedEmbed
@@ -180,9 +181,10 @@ class Engine:
         try:
             loop = asyncio.get_running_loop()
             timings = Timings()
-            start = time.perf_counter()
+            start, start_ns = time.perf_counter(), time.time_ns()
             prepared = await loop.run_in_executor(self._pool, prepare)
             timings.preprocessing_ms = (time.perf_counter() - start) * 1000
+            timings.stages["preprocess"] = (start_ns, time.time_ns())
             timings.images, timings.video_frames = prepared.images, prepared.video_frames
             timings.input_tokens = sum(getattr(r, "total_tokens", len(r.ids)) for r in prepared.rows)
             prefix = getattr(prepared, "prefix", None)
@@ -202,6 +204,7 @@ class Engine:
         finally:
             with self._lock:
                 self._queued_pairs -= rows
+            metrics.queue_released(rows)
 
     def _admit(self, pairs: int) -> None:
         with self._lock:
@@ -212,6 +215,7 @@ class Engine:
                     f"{self.settings.max_queued_pairs}); retry later",
                 )
             self._queued_pairs += pairs
+        metrics.queue_admitted(pairs)
 
     def close(self) -> None:
         """Stop the model thread after the jobs it holds; refuse new requests."""
@@ -276,6 +280,7 @@ class Engine:
                 if job.started is None:
                     job.started = start
                     job.timings.queue_ms = (start - job.enqueued) * 1000
+                    job.timings.stages["queue"] = (job.timings.stages["preprocess"][1], time.time_ns())
                 if job.kind == "reranker":
                     model.forward_prefix(job.prepared.prefix)
             outputs = model.forward_rows(rows)
@@ -286,6 +291,7 @@ class Engine:
                 active.remove(job)
             return
         self.batches_run += 1
+        metrics.batch_forward(oldest.kind, [len(row.ids) for row in rows])
         self.mixed_batches += len(jobs) > 1
         elapsed = (time.perf_counter() - start) * 1000
         values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
@@ -295,6 +301,7 @@ class Engine:
         for job in jobs:
             job.timings.inference_ms += elapsed
             if not job.pending:
+                job.timings.stages["inference"] = (job.timings.stages["queue"][1], time.time_ns())
                 if job.kind == "reranker":
                     job.prepared.prefix.kv = None
                 job.finish(job)

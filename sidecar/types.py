@@ -56,3 +56,6 @@ class Timings:
     images: int = 0
     video_frames: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    # Wall-clock (time.time_ns()) start and end of each stage ("preprocess", "queue", "inference"):
+    # the API faces turn them into trace spans after the request, so no context crosses threads.
+    stages: dict[str, tuple[int, int]] = field(default_factory=dict)
