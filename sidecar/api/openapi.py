@@ -161,7 +161,10 @@ def document(operations: list[OperationDoc], *, max_documents: int, max_body_byt
     for op in operations:
         entry: dict = {"summary": op.summary, "operationId": _operation_id(op)}
         if op.dialects:
-            fragments = list(dict.fromkeys(DIALECT_DOCS[name] for name in op.dialects))
+            fragments: list[DialectDoc] = []
+            for name in op.dialects:  # one fragment may serve several dialects (Cohere v1 and v2)
+                if DIALECT_DOCS[name] not in fragments:
+                    fragments.append(DIALECT_DOCS[name])
             requests = [_with_limits(f.request, max_documents) for f in fragments]
             responses = [f.response for f in fragments]
             entry["requestBody"] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import socket
 import threading
 import urllib.error
@@ -23,7 +24,7 @@ from sidecar.api.http_app import start_http_server
 from sidecar.client import AsyncRerankerClient
 from sidecar.server import Runtime
 from sidecar.settings import Settings
-from tests.conftest import png_bytes
+from tests.conftest import ServerProcess, png_bytes
 
 MAX_DOCUMENTS = 8
 MAX_BODY = 256 * 1024
@@ -178,3 +179,13 @@ async def http_server_for(runtime) -> tuple[object, Http]:
     """A second HTTP face over another runtime (not-ready, overloaded, broken, ...)."""
     server, port = await start_http_server(runtime, "127.0.0.1", 0)
     return server, Http(port)
+
+
+@pytest.fixture(scope="session")
+def fuzzed_server(tiny_model_dir, media_root, tmp_path_factory):
+    """`rerank-sidecar serve` as a process for the fuzzers (both faces), with its HTTP port as `http_port`."""
+    args = ["--model", str(tiny_model_dir), "--media-root", str(media_root), "--max-documents", "16"]
+    log_path = tmp_path_factory.mktemp("fuzz") / "server.log"
+    with ServerProcess([*args, "--max-message-bytes", str(1 << 20)], log_path) as proc:
+        proc.http_port = int(re.search(r"HTTP listening on 127\.0\.0\.1:(\d+)", proc.log()).group(1))
+        yield proc
