@@ -24,6 +24,7 @@ from sidecar import metrics
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
 from sidecar.api.http_app import start_http_server
+from sidecar.api.waiting import unless
 from sidecar.errors import Kind, SidecarError
 from sidecar.settings import Settings
 from sidecar.tracing import Tracing, start_tracing
@@ -49,20 +50,14 @@ class Runtime:
 
     async def run(self, work: Awaitable[T]) -> T:
         """Await a request's work, unless the drain time ends first: then it is cancelled, UNAVAILABLE."""
-        task = asyncio.ensure_future(work)
-        over = asyncio.ensure_future(self._drain_over.wait())
-        try:
-            await asyncio.wait({task, over}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            over.cancel()
-            if not task.done():
-                task.cancel()
-        if task.done() and not task.cancelled():
-            return task.result()
-        raise SidecarError(
-            Kind.UNAVAILABLE,
-            f"the server is shutting down and the drain time ({self.settings.drain_seconds:g}s) ended before "
-            "this request finished; retry on another replica",
+        return await unless(
+            work,
+            self._drain_over.wait(),
+            SidecarError(
+                Kind.UNAVAILABLE,
+                f"the server is shutting down and the drain time ({self.settings.drain_seconds:g}s) ended before "
+                "this request finished; retry on another replica",
+            ),
         )
 
     def end_drain(self) -> None:

@@ -50,6 +50,7 @@ from sidecar.api.http_guard import Guard, error_response, guarded_protocol, trus
 from sidecar.api.http_schemas import COHERE_V1, COHERE_V2, TEI, Dialect
 from sidecar.api.observe import RequestRecord, close
 from sidecar.api.status import HTTP_CODES, HTTP_ONLY_CODES, RETRY_AFTER_SECONDS
+from sidecar.api.waiting import unless
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import Timings
 
@@ -165,17 +166,8 @@ OPERATIONS = [
 
 async def _until_disconnected(request: Request, work):
     """Await the engine, cancelling it if the client goes away first (its job is then dropped)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        raise SidecarError(Kind.CANCELLED, "the client disconnected before the scores were ready")
-    return task.result()
+    gone = SidecarError(Kind.CANCELLED, "the client disconnected before the scores were ready")
+    return await unless(work, _disconnect(request), gone)
 
 
 async def _disconnect(request: Request) -> None:
