@@ -107,8 +107,9 @@ TEI = DialectDoc(
             "texts": _STRING_LIST,
             "raw_scores": {"type": "boolean", "description": "return logit(yes) - logit(no) instead of a probability"},
             "return_text": {"type": "boolean"},
-            "truncate": {"type": "boolean", "description": "accepted and ignored (the engine truncates)"},
-            "truncation_direction": {"type": "string", "description": "accepted and ignored"},
+            # Accepted with any value and ignored, so typed nowhere: the engine truncates (see the README).
+            "truncate": {"description": "accepted and ignored (the engine truncates each pair)"},
+            "truncation_direction": {"description": "accepted and ignored"},
             **_COMMON_EXTENSIONS,
         },
     },

@@ -144,7 +144,13 @@ def test_generated_messages_get_ok_or_an_invalid_argument_family_status(fuzzed_s
         )
 
         @given(request=messages(descriptor.input_type, STYLES[style]))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def exchange(request: Message) -> None:
             check_outcome(call, request)
 
@@ -157,7 +163,13 @@ def test_raw_bytes_get_ok_or_an_invalid_argument_family_status(fuzzed_server, me
         call = channel.unary_unary(f"/{SERVICE.full_name}/{method}")  # bytes in, bytes out: nothing parsed here
 
         @given(raw=st.binary(max_size=256) | messages(SERVICE.methods_by_name[method].input_type).map(_corrupt))
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def exchange(raw: bytes) -> None:
             check_outcome(call, raw)
 

@@ -58,7 +58,9 @@ def test_every_generated_request_gets_a_documented_2xx_or_4xx(http_api, path, me
     operation = http_api[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(
+        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    )
     def exchange(case) -> None:
         response = case.call(timeout=60)
         case.validate_response(response, checks=CHECKS)
