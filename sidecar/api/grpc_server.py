@@ -30,6 +30,7 @@ from sidecar.models.embedder import truncate_dimensions
 
 log = logging.getLogger("sidecar.requests")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Reranker"].full_name
+DEADLINE_SLACK_S = 0.05  # a call cancelled this close to its deadline is logged as past it
 
 
 def parse(message_type: type[Message], raw: bytes) -> Message:
@@ -100,14 +101,16 @@ class RerankerService:
         if tracing is not None:
             record.trace_parent = tracing.parent(_trace_metadata(context))
         quiet = method == "GetModelInfo"
+        deadline = _deadline(context)
         try:
             response = await handler(parse(message_type, raw), context, record)
         except SidecarError as exc:
             close(record, exc.kind.value, tracing)
             await context.abort(GRPC_CODES[exc.kind], exc.message)
         except asyncio.CancelledError:  # the caller cancelled, or its deadline passed
-            remaining = context.time_remaining()
-            close(record, "deadline" if remaining is not None and remaining <= 0 else "cancelled", tracing)
+            # gRPC cancels the call when the deadline fires; its clock and ours differ by a few milliseconds.
+            expired = deadline is not None and time.monotonic() >= deadline - DEADLINE_SLACK_S
+            close(record, "deadline" if expired else "cancelled", tracing)
             raise
         except Exception:  # a bug: a generic INTERNAL for the caller, the traceback for the log
             log.exception("%s failed unexpectedly", method)
