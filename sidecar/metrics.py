@@ -11,8 +11,10 @@ Scraped at `GET /metrics` on the HTTP port, and with `--metrics-port` on a port 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
@@ -21,6 +23,7 @@ from prometheus_client.registry import REGISTRY, Collector
 
 from sidecar.types import Timings
 
+T = TypeVar("T")
 prometheus_client.disable_created_metrics()  # no `_created` series beside each counter and histogram
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
@@ -87,7 +90,7 @@ COMPUTED_TOKENS = Counter(
 PREFIX_SAVED_TOKENS = Counter(
     "rerank_sidecar_prefix_saved_tokens", "Tokens not computed thanks to query-prefix reuse.", ["model"]
 )
-QUEUE_REQUESTS = Gauge("rerank_sidecar_queue_requests", "Requests admitted and not finished.")
+QUEUE_REQUESTS = Gauge("rerank_sidecar_queue_requests", "Requests handed to the engine and not finished.")
 QUEUE_PAIRS = Gauge("rerank_sidecar_queue_pairs", "Pairs (or embed inputs) admitted and not finished.")
 QUEUE_PAIRS_LIMIT = Gauge("rerank_sidecar_queue_pairs_limit", "Admission limit on queued pairs (--max-queued-pairs).")
 MEDIA_FETCHES = Counter(
@@ -153,15 +156,23 @@ def batch_forward(model: str, row_lengths: Sequence[int]) -> None:
 
 
 def queue_admitted(pairs: int) -> None:
-    """A request of `pairs` rows was admitted."""
-    QUEUE_REQUESTS.inc()
+    """The engine admitted `pairs` more rows (a request, or the windows its long documents became)."""
     QUEUE_PAIRS.inc(pairs)
 
 
 def queue_released(pairs: int) -> None:
-    """An admitted request of `pairs` rows finished, failed or was cancelled."""
-    QUEUE_REQUESTS.dec()
+    """An admitted request's `pairs` rows finished, failed or were cancelled."""
     QUEUE_PAIRS.dec(pairs)
+
+
+@contextlib.contextmanager
+def in_engine() -> Iterator[None]:
+    """Counts a request in `rerank_sidecar_queue_requests` while the engine holds it."""
+    QUEUE_REQUESTS.inc()
+    try:
+        yield
+    finally:
+        QUEUE_REQUESTS.dec()
 
 
 # Refusals by policy (SSRF guard, media root), told apart from other failures by their message.
@@ -169,7 +180,7 @@ _REFUSALS = ("non-public address", "outside the media root", "local paths are di
 
 
 def media_resolved(uri: str | None, inline: bool, error: BaseException | None = None) -> None:
-    """One image or video reference resolved (error=None) or failed with `error`."""
+    """One image, frame or video reference resolved (error=None) or failed with `error`."""
     if inline:
         source = "inline"
     elif uri and uri.startswith("data:"):
@@ -178,15 +189,33 @@ def media_resolved(uri: str | None, inline: bool, error: BaseException | None = 
         source = "url"
     else:
         source = "path"
+    kind = getattr(getattr(error, "kind", None), "value", "")
     if error is None:
         outcome = "ok"
-    elif getattr(getattr(error, "kind", None), "value", "") == "too_large":
+    elif kind in ("cancelled", "deadline"):
+        return  # the request went away: nothing is known about the reference
+    elif kind == "too_large":
         outcome = "too_large"
     elif any(reason in str(error) for reason in _REFUSALS):
         outcome = "refused"
     else:
         outcome = "error"
     MEDIA_FETCHES.labels(source, outcome).inc()
+
+
+def counted_fetch(fetch: Callable[..., T], uri: str | None, inline: bool) -> Callable[..., T]:
+    """`fetch` (which resolves one media reference) counted in `rerank_sidecar_media_fetches_total`."""
+
+    def counted(*args, **kwargs) -> T:
+        try:
+            result = fetch(*args, **kwargs)
+        except BaseException as exc:
+            media_resolved(uri, inline, exc)
+            raise
+        media_resolved(uri, inline)
+        return result
+
+    return counted
 
 
 def model_loaded(model: str, name: str, device: str, dtype: str, seconds: float) -> None:

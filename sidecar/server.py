@@ -106,7 +106,9 @@ def load_engine(settings: Settings):
         start = time.perf_counter()
         log.info("loading reranker %s on %s (%s)", settings.model, device, dtype)
         model, processor = load_pretrained(settings.model, device, dtype, settings.attn_implementation)
-        reranker = RerankerModel(settings.model, model, processor)
+        reranker = RerankerModel(
+            settings.model, model, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         log.info("reranker loaded in %.1fs", time.perf_counter() - start)
         metrics.model_loaded("reranker", settings.model, str(device), str(dtype), time.perf_counter() - start)
     if settings.embedding_model:
@@ -115,7 +117,9 @@ def load_engine(settings: Settings):
         base, processor = load_pretrained(
             settings.embedding_model, device, dtype, settings.attn_implementation, with_lm_head=False
         )
-        embedder = EmbedderModel(settings.embedding_model, base, processor)
+        embedder = EmbedderModel(
+            settings.embedding_model, base, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
         metrics.model_loaded(
             "embedding", settings.embedding_model, str(device), str(dtype), time.perf_counter() - start

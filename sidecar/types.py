@@ -32,7 +32,8 @@ class ItemInput:
     id: str = ""
 
     def is_empty(self) -> bool:
-        return not self.text and not self.images and not self.videos
+        """Nothing to score: no image, no video, and no text but whitespace."""
+        return not self.text.strip() and not self.images and not self.videos
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class RerankInput:
     query: ItemInput
     documents: tuple[ItemInput, ...]
     instruction: str = ""
+    truncate: bool = True  # False: a pair over the model's length is an error instead of being cut
+    truncation_direction: str = "right"  # "right": the reference rule; "left": a document keeps its end
+    documents_field: str = "documents"  # how errors name the documents (TEI calls them "texts")
+    long_documents: str = "truncate"  # "truncate" (the reference) or "chunk" (best of overlapping windows)
+    max_tokens_per_doc: int = 0  # text tokens per document (truncate) or per window (chunk); 0 = what fits
+    chunk_overlap: int = 0  # chunk: tokens shared by consecutive windows; 0 = an eighth of the window
 
 
 @dataclass
@@ -56,6 +63,5 @@ class Timings:
     images: int = 0
     video_frames: int = 0
     extra: dict[str, float] = field(default_factory=dict)
-    # Wall-clock (time.time_ns()) start and end of each stage ("preprocess", "queue", "inference"):
-    # the API faces turn them into trace spans after the request, so no context crosses threads.
+    # Wall-clock (time.time_ns) start and end of each stage: "media", "tokenization", "queue", "inference".
     stages: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+SCORE_SCALE = 64.0
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -23,7 +24,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from sidecar.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-reranker"), shape="tiny", seed=0)
+    # Scores spread over about +-3 (a random head gives +-0.05), so prompt changes move them far beyond noise.
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-reranker"), shape="tiny", seed=0, score_scale=SCORE_SCALE)
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +53,45 @@ def png_bytes(width: int, height: int, seed: int, mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array, mode).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+class ImageServer:
+    """A loopback HTTP server answering every GET with one image, after a delay or a release; it
+    records the paths asked for. `url` is its base; use it as a context manager."""
+
+    def __init__(self, image: bytes, delay: float = 0.0, held: bool = False) -> None:
+        import http.server
+        import threading
+
+        self.hits: list[str] = []
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                owner.hits.append(self.path)
+                owner.release.wait(30)
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(image)))
+                self.end_headers()
+                self.wfile.write(image)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> ImageServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
 
 
 def free_port() -> int:

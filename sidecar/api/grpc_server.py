@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from sidecar import metrics
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
 from sidecar.api.grpc_guard import DecodeGuard
@@ -68,16 +69,18 @@ class RerankerService:
         engine = self.runtime.ready_engine()
         reranker = engine.require("reranker")
         parsed = rerank_from_pb(request, self.runtime.settings.max_documents)
-        outcome = await self.runtime.run(engine.rerank(parsed, _deadline(context)))
+        with metrics.in_engine():
+            outcome = await self.runtime.run(engine.rerank(parsed, _deadline(context)))
         record.timings = outcome.timings
-        return rerank_response(request, outcome.logits, outcome.timings, reranker.name)
+        return rerank_response(request, outcome.logits, outcome.timings, reranker.name, outcome.chunks)
 
     async def _embed(self, request: pb.EmbedRequest, context, record: RequestRecord) -> pb.EmbedResponse:
         record.documents = len(request.inputs)
         engine = self.runtime.ready_engine()
         embedder = engine.require("embedding")
         inputs = embed_from_pb(request, self.runtime.settings.max_documents, embedder.hidden_size)
-        outcome = await self.runtime.run(engine.embed(inputs, request.instruction.strip(), _deadline(context)))
+        with metrics.in_engine():
+            outcome = await self.runtime.run(engine.embed(inputs, request.instruction.strip(), _deadline(context)))
         record.timings = outcome.timings
         vectors = truncate_dimensions(outcome.vectors, request.dimensions)
         return pb.EmbedResponse(

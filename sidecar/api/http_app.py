@@ -101,7 +101,8 @@ class HttpService:
             engine = self.runtime.ready_engine()
             parsed = dialect.parse(body, self.runtime.settings.max_documents)
             record.documents, record.top_n = len(parsed.input.documents), parsed.top_n
-            outcome = await _until_disconnected(request, self.runtime.run(engine.rerank(parsed.input)))
+            with metrics.in_engine():
+                outcome = await _until_disconnected(request, self.runtime.run(engine.rerank(parsed.input)))
             record.timings = outcome.timings
             payload = dialect.render(parsed, outcome.logits, outcome.timings, engine.reranker.name)
         except SidecarError as exc:
