@@ -76,7 +76,7 @@ FLAG_HELP = {
     "http_max_connections": "open HTTP connections at most; beyond, a new connection is answered 503 and closed",
     "metrics_port": "also serve Prometheus /metrics on this port of --host (it is always on the HTTP port)",
     "log_format": "text or json (one JSON object per line, one per request with its fields)",
-    "otel": "OpenTelemetry tracing: one span per request with queue/preprocess/inference children, "
+    "otel": "OpenTelemetry tracing: one span per request with media/tokenization/queue/inference children, "
     "honouring W3C traceparent; exported over OTLP as the OTEL_* variables say (needs the [otel] extra)",
 }
 

@@ -3,8 +3,8 @@
 Each Rerank/Embed request becomes a server span named as OpenTelemetry's conventions ask
 (`rerank.v1.Reranker/Rerank`, `POST /v2/rerank`), the child of the caller's span when the request
 carries a W3C `traceparent` (gRPC metadata or HTTP header), so a search can be followed from the
-connector into the sidecar. Its children are the engine's stages (`queue`, `preprocess` or
-`media` + `tokenization`, `inference`) with the wall-clock times the engine recorded in
+connector into the sidecar. Its children are the engine's stages (`media`, `tokenization`,
+`queue`, `inference`) with the wall-clock times the engine recorded in
 `Timings.stages`: the spans are built after the request ends, so no trace context has to cross
 the engine's threads.
 
