@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sidecar import metrics
 from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
@@ -301,6 +302,7 @@ class Engine:
             self._failures.pop(key, None)
             with self._lock:
                 self._queued_pairs -= admitted
+            metrics.queue_released(admitted)
 
     def _admit(self, pairs: int) -> None:
         limit = self.settings.max_queued_pairs
@@ -317,6 +319,7 @@ class Engine:
                     f"server queue is full ({self._queued_pairs} pairs waiting, limit {limit}); retry later",
                 )
             self._queued_pairs += pairs
+        metrics.queue_admitted(pairs)
 
     def close(self) -> None:
         """Refuse new requests, stop preparation work, and stop the model thread after the jobs it holds."""
@@ -392,6 +395,7 @@ class Engine:
                 active.remove(job)
             return
         self.batches_run += 1
+        metrics.batch_forward(oldest.kind, [len(row.ids) for row in rows])
         self.mixed_batches += len(jobs) > 1
         elapsed = (time.perf_counter() - start) * 1000
         values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
