@@ -17,7 +17,8 @@ FORMATS = ("text", "json")
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Replace the root logger's handlers with one stderr handler in `log_format`."""
+    """Give the root logger one stderr handler in `log_format` (replacing the one an earlier call gave it;
+    handlers installed by others, such as a test harness's capture, are left in place)."""
     if log_format not in FORMATS:
         raise SystemExit(f"--log-format must be one of {', '.join(FORMATS)}, not {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
@@ -39,4 +40,9 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if getattr(h, "sidecar_stderr", False)]:
+        root.removeHandler(previous)
+    handler.sidecar_stderr = True
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -139,8 +139,6 @@ class Engine:
         self._queued_pairs = 0
         self._lock = threading.Lock()
         self._order = itertools.count()
-        self._active: dict[object, asyncio.Task] = {}  # admitted requests, by key
-        self._failures: dict[object, SidecarError] = {}  # why `fail_pending` cancelled a request
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
         self._stopping = False
         self.batches_run = 0
@@ -208,12 +206,6 @@ class Engine:
         job = await self._submit("embedding", len(inputs), deadline, prepare)
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 
-    def fail_pending(self, error: SidecarError) -> None:
-        """Answer every admitted request now with `error` (call on the event loop; used at shutdown)."""
-        for key, task in list(self._active.items()):
-            self._failures[key] = error
-            task.cancel()
-
     async def _process(
         self,
         processor: VisualProcessor,
@@ -262,9 +254,6 @@ class Engine:
             max_pair_tokens=settings.max_pair_tokens,
             deadline=deadline,
         )
-        task = asyncio.current_task()
-        if task is not None:
-            self._active[key] = task
         try:
             loop = asyncio.get_running_loop()
             timings = Timings()
@@ -286,20 +275,14 @@ class Engine:
             self._inbox.put(job)
             await job.future
             return job
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the caller went away (or the drain ended): drop the job
             if job is not None:
                 job.cancelled.set()
-            failure = self._failures.pop(key, None)
-            if failure is None:
-                raise
-            task.uncancel()
-            raise failure from None
+            raise
         finally:
             budget.cancelled.set()  # whatever of this request still runs stops at its next check
             self._media.cancel(key)
             self._assembly.cancel(key)
-            self._active.pop(key, None)
-            self._failures.pop(key, None)
             with self._lock:
                 self._queued_pairs -= admitted
             metrics.queue_released(admitted)
