@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from sidecar import metrics
 from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError, invalid
 from sidecar.media.fetch import fetch_url
@@ -80,18 +81,22 @@ class MediaResolver:
 
         Frames are not kept for reuse: each is dropped as soon as the video has its resized copy.
         """
-        return self._guard(where, self._decode, ref, where, "frame")
+        return self._guard(where, metrics.counted_fetch(self._decode, ref.uri, bool(ref.data)), ref, where, "frame")
 
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
         return self._guard(
             where,
-            lambda: video_file_frames(
-                self.load_bytes(uri, self.policy.max_video_bytes),
-                fps,
-                self.policy.max_frame_pixels,
-                charge=lambda pixels: self.budget.charge_pixels(pixels, where),
-                hold=self._hold,
+            metrics.counted_fetch(
+                lambda: video_file_frames(
+                    self.load_bytes(uri, self.policy.max_video_bytes),
+                    fps,
+                    self.policy.max_frame_pixels,
+                    charge=lambda pixels: self.budget.charge_pixels(pixels, where),
+                    hold=self._hold,
+                ),
+                uri,
+                False,
             ),
         )
 
@@ -128,7 +133,9 @@ class MediaResolver:
         with slot.lock:
             if slot.image is not None:
                 return slot, False
-            slot.image = self._guard(where, self._decode, ref, where, "image", slot)
+            slot.image = self._guard(
+                where, metrics.counted_fetch(self._decode, ref.uri, bool(ref.data)), ref, where, "image", slot
+            )
         return slot, True
 
     def _decode(self, ref: MediaRef, where: str, use: str, slot: _Slot | None = None) -> Image.Image:
