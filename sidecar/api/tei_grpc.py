@@ -5,28 +5,32 @@ request maps onto the engine as TEI's HTTP route does (`sidecar.api.dialects.tei
 gRPC defaults: `truncate` is a plain proto3 bool, so a pair over the model's length is an error
 unless the client sets it (TEI's gRPC server ignores `--auto-truncate` too). Errors take their
 status from the one table `sidecar.api.status.GRPC_CODES`; an empty `texts` gets empty `ranks`.
+Each call is recorded like the face's own (`sidecar.api.observe`: log line, metrics, span) as route
+`tei.v1.Rerank/Rerank`, dialect `tei`.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
 
 import grpc
 
+from sidecar import metrics
 from sidecar._proto.tei.v1 import tei_pb2 as tei
 from sidecar._proto.tei.v1 import tei_pb2_grpc as tei_grpc
 from sidecar.api.convert import ranked, sigmoid
 from sidecar.api.dialects.items import parse_media_string
 from sidecar.api.dialects.tei import tei_info
+from sidecar.api.observe import RequestRecord, close
 from sidecar.api.status import GRPC_CODES
 from sidecar.errors import SidecarError, invalid
 from sidecar.types import RerankInput, Timings
 
-log = logging.getLogger("sidecar.requests")
 RERANK_SERVICE = tei.DESCRIPTOR.services_by_name["Rerank"].full_name  # tei.v1.Rerank
 INFO_SERVICE = tei.DESCRIPTOR.services_by_name["Info"].full_name  # tei.v1.Info
 SERVICE_NAMES = (RERANK_SERVICE, INFO_SERVICE)
+ROUTE = f"{RERANK_SERVICE}/Rerank"  # the route label of its records (rerank.v1's is plain "Rerank")
 _DIRECTIONS = {tei.TRUNCATION_DIRECTION_RIGHT: "right", tei.TRUNCATION_DIRECTION_LEFT: "left"}
 
 
@@ -85,18 +89,25 @@ class TeiRerankService(tei_grpc.RerankServicer):
 
     async def Rerank(self, request: tei.RerankRequest, context: grpc.aio.ServicerContext) -> tei.RerankResponse:
         start = time.perf_counter()
+        record = RequestRecord(face="grpc", route=ROUTE, dialect="tei", model="reranker", documents=len(request.texts))
+        tracing = self.runtime.tracing
         try:
             engine = self.runtime.ready_engine()
             engine.require("reranker")
             parsed = rerank_input(request, self.runtime.settings.max_documents)
             remaining = context.time_remaining()
             deadline = time.monotonic() + remaining if remaining is not None else None
-            outcome = await engine.rerank(parsed, deadline)
+            with metrics.in_engine():
+                outcome = await self.runtime.run(engine.rerank(parsed, deadline))
+            record.timings = outcome.timings
             response = rerank_response(request, outcome.logits, outcome.timings, start)
         except SidecarError as exc:
-            _log(len(request.texts), start, exc.kind.value)
+            close(record, exc.kind.value, tracing)
             await context.abort(GRPC_CODES[exc.kind], exc.message)
-        _log(len(request.texts), start, "OK")
+        except asyncio.CancelledError:  # the caller went away or its deadline passed
+            close(record, "cancelled", tracing)
+            raise
+        close(record, "ok", tracing)
         return response
 
 
@@ -120,7 +131,3 @@ class TeiInfoService(tei_grpc.InfoServicer):
             max_client_batch_size=info["max_client_batch_size"],
             tokenization_workers=info["tokenization_workers"],
         )
-
-
-def _log(texts: int, start: float, status: str) -> None:
-    log.info("tei.v1.Rerank texts=%d total_ms=%.1f status=%s", texts, (time.perf_counter() - start) * 1000, status)

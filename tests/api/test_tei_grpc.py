@@ -176,3 +176,24 @@ async def test_info(grpc_channel, runtime):
     assert info.model_id == runtime.engine.reranker.name and info.model_dtype == "float32"
     assert info.max_input_length == 10240 and info.max_client_batch_size == runtime.settings.max_documents
     assert info.max_batch_requests == runtime.settings.max_batch_rows and info.version
+
+
+async def test_calls_are_recorded_like_the_faces_own(grpc_channel, http):
+    from tests.api.test_metrics import scrape
+
+    before = await scrape(http)
+    stub = tei_grpc.RerankStub(grpc_channel)
+    await stub.Rerank(tei.RerankRequest(query=QUERY, texts=DOCS[:2]), timeout=60)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Rerank(tei.RerankRequest(query="", texts=["a"]), timeout=60)
+    after = await scrape(http)
+    requests = "rerank_sidecar_requests_total"
+
+    def delta(status: str) -> float:
+        key = (
+            requests,
+            frozenset({"face": "grpc", "route": "tei.v1.Rerank/Rerank", "dialect": "tei", "status": status}.items()),
+        )
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert (delta("ok"), delta("validation")) == (1, 1)
