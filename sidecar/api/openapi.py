@@ -85,24 +85,25 @@ def _cohere_request(top_n_minimum: int, return_documents: str, extra: dict) -> d
     }
 
 
+_RESULTS = {  # best first
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["index", "relevance_score"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
+            "document": {"type": "object", "description": "the document as sent (a string as {text})"},
+        },
+    },
+}
 _COHERE_RESPONSE = {
     "type": "object",
     "required": ["id", "results", "meta"],
     "properties": {
         "id": {"type": "string"},
         "model": {"type": "string"},
-        "results": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "relevance_score"],
-                "properties": {
-                    "index": {"type": "integer", "minimum": 0},
-                    "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
-                    "document": {"type": "object", "description": "the document as sent"},
-                },
-            },
-        },
+        "results": _RESULTS,
         "meta": {"type": "object"},
         "usage": _USAGE,
     },
@@ -206,19 +207,7 @@ VLLM_WEAVIATE = DialectDoc(
             "id": {"type": "string"},
             "model": {"type": "string"},
             "usage": _USAGE,
-            "results": {
-                "type": "array",
-                "description": "best first (vLLM)",
-                "items": {
-                    "type": "object",
-                    "required": ["index", "relevance_score"],
-                    "properties": {
-                        "index": {"type": "integer", "minimum": 0},
-                        "relevance_score": {"type": "number"},
-                        "document": {"type": "object", "properties": {"text": {"type": "string"}}},
-                    },
-                },
-            },
+            "results": _RESULTS,  # vLLM's
             "scores": {
                 "type": "array",
                 "description": "one per document, in request order (Weaviate)",
