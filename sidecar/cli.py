@@ -7,11 +7,12 @@ import asyncio
 import dataclasses
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from sidecar.apps import COMMANDS
-from sidecar.settings import Settings
+from sidecar.settings import API_KEY_ENV, Settings
 
 # Help text per Settings field: what it does and its trade-off.
 FLAG_HELP = {
@@ -48,6 +49,16 @@ FLAG_HELP = {
     "max_image_pixels": "largest decoded image, pixels (decompression-bomb guard)",
     "max_message_bytes": "largest gRPC request or HTTP request body, bytes; larger is RESOURCE_EXHAUSTED / HTTP 413",
     "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish",
+    "api_key": "require this API key (authorization: Bearer <key>) on every route and RPC; unset = read "
+    "RERANK_SIDECAR_API_KEY; prefer --api-key-file or the variable: a flag's value shows in the process list",
+    "api_key_file": "require one of the keys in this file (one per line, # comments; several keys let you rotate "
+    "without downtime); re-read on SIGHUP, a bad file keeps the old keys",
+    "public_probes": "with keys: HTTP /health and /ready answer without one (--no-public-probes protects them)",
+    "public_grpc_health": "with keys: grpc.health.v1.Health answers without one (--no-public-grpc-health protects it)",
+    "public_metrics": "with keys: GET /metrics answers without one (--no-public-metrics protects it)",
+    "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS (needs --tls-key)",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require mutual TLS, clients presenting a certificate this CA signed",
 }
 
 
@@ -111,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         from sidecar.server import serve
 
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+        values["api_key"] = values["api_key"] or os.environ.get(API_KEY_ENV) or None
         asyncio.run(serve(Settings(**values)))
     elif args.command == "make-tiny-model":
         from sidecar.models.tiny import make_tiny_model

@@ -12,8 +12,10 @@ from grpc_reflection.v1alpha import reflection
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
+from sidecar.api.auth import ApiKeyInterceptor
 from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
 from sidecar.api.status import GRPC_CODES
+from sidecar.api.tls import tls_files
 from sidecar.errors import Kind, SidecarError
 from sidecar.models.embedder import truncate_dimensions
 
@@ -85,7 +87,8 @@ async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Ser
     """Bind and start the gRPC server; health starts NOT_SERVING until the runtime marks itself ready."""
     limit = runtime.settings.max_message_bytes
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        interceptors=[ApiKeyInterceptor(runtime.guard)] if runtime.guard.enabled else None,
     )
     pb_grpc.add_RerankerServicer_to_server(RerankerService(runtime), server)
     health = HealthServicer()
@@ -93,7 +96,9 @@ async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Ser
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    tls = tls_files(runtime.settings)
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if not bound:
         raise SystemExit(f"cannot bind gRPC to {host}:{port}")
     await server.start()

@@ -36,12 +36,15 @@ import uvicorn
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sidecar.api.auth import ApiKeyMiddleware
 from sidecar.api.http_schemas import COHERE_V1, COHERE_V2, TEI, Dialect
 from sidecar.api.status import HTTP_CODES
+from sidecar.api.tls import tls_files
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import Timings
 
@@ -236,7 +239,12 @@ def build_app(runtime) -> Starlette:
         Route("/ready", service.ready, methods=["GET"]),
         Route("/info", service.info, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+    guard = [Middleware(ApiKeyMiddleware, guard=runtime.guard, render=sidecar_error_response)]
+    return Starlette(
+        routes=routes,
+        middleware=guard if runtime.guard.enabled else None,
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+    )
 
 
 class _Server(uvicorn.Server):
@@ -282,6 +290,7 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
         access_log=False,  # each request is logged once, with its usage, by HttpService
         server_header=False,
         timeout_graceful_shutdown=runtime.settings.drain_seconds,  # then in-flight requests are cancelled
+        **(tls.uvicorn_options() if (tls := tls_files(runtime.settings)) else {}),
     )
     server = _Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
