@@ -21,17 +21,13 @@ import pytest
 
 from sidecar.client import RerankerClient
 from tests.api.conftest import Reply, _exchange
+from tests.api.security_fixtures import DIALECT_BODIES
 from tests.conftest import ServerProcess, free_port
 
 FILE_KEY = "file-key-3c9d1e0a7b6f5e4d"
 ENV_KEY = "env-key-9a8b7c6d5e4f3a2b"
 ROTATED_KEY = "rotated-key-0e1d2c3b4a596877"
 WRONG_KEY = "wrong-key-1234567890abcdef"
-DIALECTS = {  # one request per HTTP dialect
-    "/v2/rerank": {"query": "red bike", "documents": ["a red bicycle", "a car"]},
-    "/v1/rerank": {"query": "red bike", "documents": [{"text": "a red bicycle"}, {"text": "a car"}]},
-    "/rerank": {"query": "red bike", "texts": ["a red bicycle", "a car"]},
-}
 
 
 @dataclass
@@ -87,7 +83,7 @@ def monkeypatch_module():
 
 
 def test_both_faces_and_every_dialect_before_rotation(keyed):
-    for path, body in DIALECTS.items():
+    for path, body in DIALECT_BODIES.items():
         assert keyed.http(path, body, None).status == 401
         assert keyed.http(path, body, WRONG_KEY).status == 401
         assert keyed.http(path, body, FILE_KEY).status == 200, path
@@ -136,7 +132,7 @@ def test_the_apps_reach_a_keyed_sidecar_with_the_flag_or_the_variable(keyed, com
 def test_sighup_rotates_the_keys_on_both_faces(keyed):
     keyed.key_file.write_text(f"{ROTATED_KEY}\n")
     keyed.hangup_and_wait(f"SIGHUP: 2 API key(s) in use, read from {keyed.key_file}")
-    for path, body in DIALECTS.items():
+    for path, body in DIALECT_BODIES.items():
         assert keyed.http(path, body, FILE_KEY).status == 401, path
         assert keyed.http(path, body, ROTATED_KEY).status == 200, path
     assert keyed.grpc_code(FILE_KEY) == grpc.StatusCode.UNAUTHENTICATED
@@ -149,7 +145,7 @@ def test_a_bad_file_on_sighup_keeps_the_keys_in_use(keyed):
     assert "line 1: a key must be printable ASCII without spaces" in keyed.process.log()
     keyed.key_file.unlink()
     keyed.hangup_and_wait("SIGHUP: keeping the 2 API key(s) in use: cannot read the API key file")
-    assert keyed.http("/v2/rerank", DIALECTS["/v2/rerank"], ROTATED_KEY).status == 200
+    assert keyed.http("/v2/rerank", DIALECT_BODIES["/v2/rerank"], ROTATED_KEY).status == 200
     assert keyed.grpc_code(ROTATED_KEY) == grpc.StatusCode.OK
     assert keyed.process.process.poll() is None
 

@@ -13,6 +13,12 @@ import pytest
 
 from tests.api.conftest import Reply, _exchange
 
+DIALECT_BODIES = {  # one request per HTTP dialect, by route
+    "/v2/rerank": {"query": "red bike", "documents": ["a red bicycle", "a car"]},
+    "/v1/rerank": {"query": "red bike", "documents": [{"text": "a red bicycle"}, {"text": "a car"}]},
+    "/rerank": {"query": "red bike", "texts": ["a red bicycle", "a car"]},
+}
+
 
 class Http:
     """urllib on a worker thread (the servers share the test's event loop), with headers and an SSL context."""

@@ -19,16 +19,11 @@ from sidecar.api.grpc_server import start_grpc_server
 from sidecar.api.http_app import build_app, start_http_server
 from sidecar.client import AsyncRerankerClient
 from sidecar.server import Runtime
-from tests.api.security_fixtures import Http
+from tests.api.security_fixtures import DIALECT_BODIES, Http
 
 KEY_A = "key-a-7d2f0c1e9b8a"
 KEY_B = "key-b-0f3e6a5d4c21"
 ROTATED = "key-c-rotated-5e6f7a8b"
-BODIES = {  # one request per HTTP dialect
-    "/v2/rerank": {"query": "red bike", "documents": ["a red bicycle", "a car"]},
-    "/v1/rerank": {"query": "red bike", "documents": [{"text": "a red bicycle"}, {"text": "a car"}]},
-    "/rerank": {"query": "red bike", "texts": ["a red bicycle", "a car"]},
-}
 
 
 @dataclasses.dataclass
@@ -96,15 +91,15 @@ def assert_refused(reply, message: str) -> None:
 )
 async def test_every_http_route_refuses_a_missing_or_wrong_key(faces, headers, message):
     routes = protected_routes(faces.runtime)
-    assert {path for _, path in routes} >= {*BODIES, "/info"}
+    assert {path for _, path in routes} >= {*DIALECT_BODIES, "/info"}
     for method, path in routes:
-        reply = await faces.http.call(method, path, BODIES.get(path, {}), headers)
+        reply = await faces.http.call(method, path, DIALECT_BODIES.get(path, {}), headers)
         assert_refused(reply, message)
 
 
 @pytest.mark.parametrize("key", [KEY_A, KEY_B])
 async def test_each_dialect_serves_every_key_of_the_file(faces, key):
-    for path, body in BODIES.items():
+    for path, body in DIALECT_BODIES.items():
         reply = await faces.http.call("POST", path, body, bearer(key))
         assert reply.status == 200, (path, reply.raw)
     scheme_in_any_case = {"authorization": f"bEaReR {key}"}
