@@ -59,6 +59,9 @@ FLAG_HELP = {
     "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS (needs --tls-key)",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: require mutual TLS, clients presenting a certificate this CA signed",
+    "grpc_max_connection_age_s": "close each gRPC connection after this many seconds, in-flight calls finishing "
+    "first; clients reconnect at once and re-resolve dns:/// targets, so replicas added since get calls too "
+    "(unset: connections last)",
 }
 
 
@@ -74,7 +77,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif "Path" in str(field.type):
             parser.add_argument(flag, dest=field.name, type=Path, default=default, help=help_text)
         else:
-            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(field.type), str)
             parser.add_argument(flag, dest=field.name, type=kind, default=default, help=help_text)
 
 

@@ -56,3 +56,6 @@ class Settings:
     tls_cert: Path | None = None  # PEM certificate chain
     tls_key: Path | None = None  # PEM private key
     tls_client_ca: Path | None = None  # PEM CA bundle; clients must present a certificate it signed
+    # Close each gRPC connection after this long (in-flight calls finish first): clients reconnect and
+    # re-resolve dns:/// targets, which is how they find replicas added since. None = never.
+    grpc_max_connection_age_s: float | None = None

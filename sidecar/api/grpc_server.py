@@ -86,8 +86,15 @@ def _log(method: str, size: str, start: float, status: str, usage: pb.Usage | No
 async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """Bind and start the gRPC server; health starts NOT_SERVING until the runtime marks itself ready."""
     limit = runtime.settings.max_message_bytes
+    options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    if (age := runtime.settings.grpc_max_connection_age_s) is not None:
+        grace = runtime.settings.drain_seconds
+        options += [
+            ("grpc.max_connection_age_ms", int(age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+        ]
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        options=options,
         interceptors=[ApiKeyInterceptor(runtime.guard)] if runtime.guard.enabled else None,
     )
     pb_grpc.add_RerankerServicer_to_server(RerankerService(runtime), server)
