@@ -10,7 +10,7 @@ import time
 from grpc_health.v1 import health_pb2
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
-from sidecar.api.auth import Guard
+from sidecar.api.auth import ApiKeys
 from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
 from sidecar.api.http_app import start_http_server
 from sidecar.settings import Settings
@@ -24,7 +24,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = None
-        self.guard = Guard(settings)  # API keys; SystemExit when the key file cannot be used
+        self.api_keys = ApiKeys(settings)  # API keys; SystemExit when the key file cannot be used
 
     def ready_engine(self):
         if self.engine is None:
@@ -122,7 +122,7 @@ async def serve(settings: Settings) -> None:
         log.info("HTTP listening on %s:%d (/ready 503 until the model is loaded)", settings.host, http_port)
     log.info(
         "%s; %s",
-        "API key required (authorization: Bearer <key>)" if runtime.guard.enabled else "no API key required",
+        "API key required (authorization: Bearer <key>)" if runtime.api_keys.enabled else "no API key required",
         "TLS" + (" with client certificates (mutual TLS)" if settings.tls_client_ca else "")
         if settings.tls_cert
         else "plaintext",
@@ -131,7 +131,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, runtime.guard.reload)
+    loop.add_signal_handler(signal.SIGHUP, runtime.api_keys.reload)
     load = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)

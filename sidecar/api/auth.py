@@ -1,4 +1,4 @@
-"""API keys on both faces: one `Guard` decides, an ASGI middleware and a gRPC interceptor enforce.
+"""API keys on both faces: one `ApiKeys` decides, an ASGI middleware and a gRPC interceptor enforce.
 
 With `--api-key`, `RERANK_SIDECAR_API_KEY` or `--api-key-file`, every HTTP route and RPC needs the
 header (gRPC: metadata) `authorization: Bearer <key>`, except the probes, gRPC health and
@@ -7,7 +7,7 @@ HTTP 401 (with `WWW-Authenticate: Bearer`) before any handler runs, and logged w
 
 Keys are kept only as SHA-256 digests. A presented key is hashed and compared with every accepted
 digest by `hmac.compare_digest`, with no early exit, so the time taken tells neither which key
-matched nor how long the keys are. The key file is re-read on SIGHUP (`Guard.reload`); a file
+matched nor how long the keys are. The key file is re-read on SIGHUP (`ApiKeys.reload`); a file
 that cannot be read or holds no valid key keeps the keys in use, and the log says why.
 """
 
@@ -71,7 +71,7 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
-class Guard:
+class ApiKeys:
     """Which requests need a key, and whether a presented `authorization` value carries one we accept."""
 
     def __init__(self, settings: Settings) -> None:
@@ -135,16 +135,16 @@ class Guard:
 class ApiKeyMiddleware:
     """ASGI middleware: answers a request without an accepted key with the face's 401 error body."""
 
-    def __init__(self, app: ASGIApp, guard: Guard, render: Callable[[SidecarError], Response]) -> None:
+    def __init__(self, app: ASGIApp, api_keys: ApiKeys, render: Callable[[SidecarError], Response]) -> None:
         self.app = app
-        self.guard = guard
+        self.api_keys = api_keys
         self.render = render  # the face's error response for a SidecarError (status from HTTP_CODES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.guard.public_paths:
+        if scope["type"] != "http" or scope["path"] in self.api_keys.public_paths:
             await self.app(scope, receive, send)
             return
-        refusal = self.guard.refusal(Headers(scope=scope).get("authorization"))
+        refusal = self.api_keys.refusal(Headers(scope=scope).get("authorization"))
         if refusal is None:
             await self.app(scope, receive, send)
             return
@@ -157,17 +157,17 @@ class ApiKeyMiddleware:
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     """gRPC server interceptor: a call without an accepted key is aborted with UNAUTHENTICATED."""
 
-    def __init__(self, guard: Guard) -> None:
-        self.guard = guard
+    def __init__(self, api_keys: ApiKeys) -> None:
+        self.api_keys = api_keys
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        if details.method in self.guard.public_methods:
+        if details.method in self.api_keys.public_methods:
             return await continuation(details)
-        refusal = self.guard.refusal(_metadata_value(details.invocation_metadata or (), "authorization"))
+        refusal = self.api_keys.refusal(_metadata_value(details.invocation_metadata or (), "authorization"))
         if refusal is None:
             return await continuation(details)
         requests_log.info("%s status=%s: %s", details.method.rsplit("/", 1)[-1], refusal.kind.value, refusal.message)

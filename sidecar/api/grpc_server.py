@@ -95,7 +95,7 @@ async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Ser
         ]
     server = grpc.aio.server(
         options=options,
-        interceptors=[ApiKeyInterceptor(runtime.guard)] if runtime.guard.enabled else None,
+        interceptors=[ApiKeyInterceptor(runtime.api_keys)] if runtime.api_keys.enabled else None,
     )
     pb_grpc.add_RerankerServicer_to_server(RerankerService(runtime), server)
     health = HealthServicer()

@@ -239,10 +239,10 @@ def build_app(runtime) -> Starlette:
         Route("/ready", service.ready, methods=["GET"]),
         Route("/info", service.info, methods=["GET"]),
     ]
-    guard = [Middleware(ApiKeyMiddleware, guard=runtime.guard, render=sidecar_error_response)]
+    keyed = [Middleware(ApiKeyMiddleware, api_keys=runtime.api_keys, render=sidecar_error_response)]
     return Starlette(
         routes=routes,
-        middleware=guard if runtime.guard.enabled else None,
+        middleware=keyed if runtime.api_keys.enabled else None,
         exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
     )
 

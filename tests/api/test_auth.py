@@ -1,6 +1,6 @@
 """API keys on both faces, in this process: every route and RPC refuses a missing or wrong key and serves
 the right one; probes, gRPC health and /metrics stay open while their flags say so; the key file is
-re-read by `Guard.reload` (what SIGHUP calls; the signal itself is tested in tests/test_auth_server.py).
+re-read by `ApiKeys.reload` (what SIGHUP calls; the signal itself is tested in tests/test_auth_server.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from starlette.routing import Route
 
-from sidecar.api.auth import Guard
+from sidecar.api.auth import ApiKeys
 from sidecar.api.grpc_server import start_grpc_server
 from sidecar.api.http_app import build_app, start_http_server
 from sidecar.client import AsyncRerankerClient
@@ -64,7 +64,7 @@ def protected_routes(runtime: Runtime) -> list[tuple[str, str]]:
     return [
         (method, route.path)
         for route in routes
-        if route.path not in runtime.guard.public_paths
+        if route.path not in runtime.api_keys.public_paths
         for method in sorted(route.methods - {"HEAD"})
     ]
 
@@ -156,34 +156,34 @@ async def test_the_client_reads_the_key_from_the_environment(faces, monkeypatch)
 
 
 async def test_reload_swaps_the_keys_and_a_bad_file_keeps_them(faces, caplog):
-    guard = faces.runtime.guard
+    api_keys = faces.runtime.api_keys
     try:
         faces.key_file.write_text(f"{ROTATED}\n")
-        guard.reload()
+        api_keys.reload()
         assert_refused(await faces.http.call("GET", "/info", None, bearer(KEY_A)), "not valid")
         assert (await faces.http.call("GET", "/info", None, bearer(ROTATED))).status == 200
         for bad in ("# only a comment\n", "two words\n"):
             faces.key_file.write_text(bad)
-            guard.reload()
+            api_keys.reload()
             assert (await faces.http.call("GET", "/info", None, bearer(ROTATED))).status == 200
         assert "keeping the 1 API key(s) in use" in caplog.text
         assert "line 1: a key must be printable ASCII without spaces" in caplog.text
         assert "two words" not in caplog.text
     finally:
         faces.key_file.write_text(f"{KEY_A}\n{KEY_B}\n")
-        guard.reload()
+        api_keys.reload()
 
 
 @pytest.mark.parametrize("flag", ["public_probes", "public_grpc_health", "public_metrics"])
 def test_each_exemption_is_a_flag(api_settings, flag):
-    open_guard = Guard(dataclasses.replace(api_settings, api_key=KEY_A))
-    closed = Guard(dataclasses.replace(api_settings, api_key=KEY_A, **{flag: False}))
+    open_keys = ApiKeys(dataclasses.replace(api_settings, api_key=KEY_A))
+    closed = ApiKeys(dataclasses.replace(api_settings, api_key=KEY_A, **{flag: False}))
     opened = {
         "public_probes": {"/health", "/ready"},
         "public_metrics": {"/metrics"},
         "public_grpc_health": {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"},
     }[flag]
-    assert opened <= open_guard.public_paths | open_guard.public_methods
+    assert opened <= open_keys.public_paths | open_keys.public_methods
     assert not opened & (closed.public_paths | closed.public_methods)
 
 
@@ -213,8 +213,8 @@ async def test_closed_probes_and_health_need_the_key(api_settings, reranker):
 
 
 def test_no_key_configured_installs_nothing(api_settings):
-    guard = Guard(api_settings)
-    assert not guard.enabled
+    api_keys = ApiKeys(api_settings)
+    assert not api_keys.enabled
     assert build_app(Runtime(api_settings)).user_middleware == []
 
 
@@ -222,13 +222,13 @@ def test_every_key_is_compared_whichever_matches(api_settings, tmp_path, monkeyp
     """No early exit: the time taken does not tell which key matched (or that none did)."""
     keys = tmp_path / "keys"
     keys.write_text("first-key-123\nsecond-key-456789\nthird\n")
-    guard = Guard(dataclasses.replace(api_settings, api_key_file=keys))
+    api_keys = ApiKeys(dataclasses.replace(api_settings, api_key_file=keys))
     calls = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((len(a), len(b))) or real(a, b))
     for presented, expected in [("first-key-123", True), ("third", True), ("nope", False), ("x" * 500, False)]:
         calls.clear()
-        assert guard.accepts(presented) is expected
+        assert api_keys.accepts(presented) is expected
         assert calls == [(32, 32)] * 3  # fixed-length digests, every key compared
 
 
