@@ -6,8 +6,9 @@ A. Host-side preparation (media decoding, prompt building, tokenisation: `Rerank
    2 workers as threads of one process (the shape `serve --devices 0,1` would have: one Python
    interpreter, one GIL, for every GPU's requests) and as 2 processes (one per GPU), against 1 worker.
 B. Three `rerank-sidecar serve` replicas (tiny model) behind one client target: the per-call cost of
-   gRPC's round_robin over a list against one direct target, how the calls spread, and a SIGKILL of one
-   replica under 4 concurrent clients (calls answered, failed, latency around the kill).
+   gRPC's round_robin over a list against one direct target (with OpenMP's default spin-waiting and
+   with OMP_WAIT_POLICY=PASSIVE: replicas sharing CPU cores), how the calls spread, and a SIGKILL of
+   one replica under 4 concurrent clients (calls answered, failed, latency around the kill).
 
     python bench/replicas_bench.py --out bench/results/replicas-cpu
 """
@@ -120,11 +121,20 @@ def preparation(model_dir: str) -> list[dict]:
 # ---- B: replicas behind one target -------------------------------------------------------------------------
 
 
-def replicas(model_dir: str, workdir: Path) -> dict:
+def replicas(model_dir: str, workdir: Path, omp_wait_policy: str | None, failover: bool) -> dict:
+    """Three replicas started with OMP_WAIT_POLICY=`omp_wait_policy` (None: OpenMP's default, spinning)."""
     from sidecar.client import RerankerClient
     from tests.conftest import ServerProcess
 
-    servers = [ServerProcess(["--model", model_dir], workdir / f"replica-{i}.log") for i in range(3)]
+    saved = os.environ.pop("OMP_WAIT_POLICY", None)
+    if omp_wait_policy:
+        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy  # inherited by the server processes only
+    try:
+        servers = [ServerProcess(["--model", model_dir], workdir / f"replica-{i}.log") for i in range(3)]
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+        if saved is not None:
+            os.environ["OMP_WAIT_POLICY"] = saved
     try:
         for server in servers:
             server.wait_ready()
@@ -147,8 +157,11 @@ def replicas(model_dir: str, workdir: Path) -> dict:
             for name, t in times.items()
         }
         spread = [s.log().count("Rerank docs=1 ") for s in servers]
-        failover = _failover(servers)
-        return {"latency_one_doc": latency, "calls_per_replica_1_doc": spread, "failover": failover}
+        result = {"omp_wait_policy": omp_wait_policy or "default", "latency_one_doc": latency}
+        result["calls_per_replica_1_doc"] = spread
+        if failover:
+            result["failover"] = _failover(servers)
+        return result
     finally:
         for server in servers:
             server.stop()
@@ -240,11 +253,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(make_tiny_model(Path(tmp) / "tiny", shape="tiny", seed=0))
-        results = {
-            "machine": machine(),
-            "preparation": preparation(model_dir),
-            "replicas": replicas(model_dir, Path(tmp)),
-        }
+        results = {"machine": machine(), "preparation": preparation(model_dir)}
+        results["replicas"] = [
+            replicas(model_dir, Path(tmp), None, failover=False),
+            replicas(model_dir, Path(tmp), "PASSIVE", failover=True),
+        ]
+        results["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

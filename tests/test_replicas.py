@@ -54,7 +54,9 @@ class Load:
 
 
 @pytest.fixture
-def replicas(tiny_model_dir: Path, tmp_path: Path) -> Iterator[list[Replica]]:
+def replicas(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> Iterator[list[Replica]]:
+    # Replicas sharing CPU cores must not spin while idle (bench/results/replicas-cpu): the README's advice.
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     started = []
     try:
         for i in range(3):  # all three load their models at once
