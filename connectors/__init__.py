@@ -1,10 +1,10 @@
-"""Connectors: first-stage search in Elasticsearch, OpenSearch, Qdrant or Milvus, then rerank.
+"""Connectors: first-stage search in Elasticsearch, OpenSearch, Qdrant, Milvus, Weaviate or Solr, then rerank.
 
 This package talks to the sidecar through `sidecar.client` only and never imports torch. Engine
 clients load only with their module: `connectors.qdrant` (qdrant-client), `connectors.milvus`
-(pymilvus), `connectors.elasticsearch` (elasticsearch-py 9), `connectors.opensearch` (opensearch-py);
-`QdrantConnector`, `MilvusConnector`, `ElasticsearchConnector` and `OpenSearchConnector` are also
-reachable from here, lazily.
+(pymilvus), `connectors.elasticsearch` (elasticsearch-py 9), `connectors.opensearch` (opensearch-py),
+`connectors.weaviate` (weaviate-client v4), `connectors.solr` (pysolr); their connector classes are
+also reachable from here, lazily.
 
     from connectors import FieldMapping, search_and_rerank
     from connectors.qdrant import QdrantConnector
@@ -52,6 +52,8 @@ _LAZY = {
     "MilvusConnector": "connectors.milvus",
     "ElasticsearchConnector": "connectors.elasticsearch",
     "OpenSearchConnector": "connectors.opensearch",
+    "WeaviateConnector": "connectors.weaviate",
+    "SolrConnector": "connectors.solr",
 }
 
 

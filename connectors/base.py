@@ -239,6 +239,25 @@ class Connector(ABC):
         if missing:
             raise FieldMappingError(self.name, self.collection, missing, sorted(available))
 
+    def pick_vector(
+        self, kind: str, available: Sequence[str], wanted: str | None, attribute: str = "dense_vector"
+    ) -> str | None:
+        """The vector the mapping names (`FieldMappingError` when it is not `available`), else the only one, else None.
+
+        Several vectors and none named raise ValueError asking for `FieldMapping.<attribute>`.
+        """
+        if wanted is not None:
+            if wanted not in available:
+                names = [f"{kind} {n!r}" for n in available]
+                raise FieldMappingError(self.name, self.collection, [f"{kind} {wanted!r}"], names)
+            return wanted
+        if len(available) > 1:
+            raise ValueError(
+                f"{self.name} collection {self.collection!r} has several {kind}s ({', '.join(map(repr, available))}); "
+                f"name one in FieldMapping.{attribute}"
+            )
+        return available[0] if available else None
+
     def engine_call(self, operation: str, errors: tuple[type[BaseException], ...]) -> contextlib.AbstractContextManager:
         """Re-raise the engine client's `errors` as `EngineError(engine, operation, message)`."""
         return engine_errors(self.name, f"{operation} on {self.collection!r}", errors)

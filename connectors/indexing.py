@@ -124,3 +124,25 @@ def document_vectors(
     if embed_client is None:
         return None
     return embed_documents(embed_client, documents, **embed_options)
+
+
+def extra_field_types(documents: Sequence[Document], reserved: set[str]) -> dict[str, type]:
+    """Python type per extra field: bool, int, float or str (ints and floats together give float).
+
+    Raises ValueError for a field named in `reserved` (the helpers' own fields) or holding other values.
+    """
+    seen: dict[str, set[type]] = {}
+    for doc in documents:
+        for name, value in doc.fields.items():
+            seen.setdefault(name, set()).add(type(value))
+    kinds: dict[str, type] = {}
+    for name, types in seen.items():
+        if name in reserved:
+            raise ValueError(
+                f"extra field {name!r} clashes with a field the index creates ({', '.join(sorted(reserved))})"
+            )
+        types = {float} if types == {int, float} else types
+        if len(types) != 1 or next(iter(types)) not in (bool, int, float, str):
+            raise ValueError(f"extra field {name!r} must hold only bool, int, float or str values; got {types}")
+        kinds[name] = next(iter(types))
+    return kinds

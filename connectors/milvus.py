@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from connectors.base import Connector, Document, FieldMapping, Hit, SearchMode, engine_errors, modes_for
 from connectors.errors import FieldMappingError
-from connectors.indexing import Progress, batches, document_vectors
+from connectors.indexing import Progress, batches, document_vectors, extra_field_types
 
 try:
     from pymilvus import AnnSearchRequest, DataType, Function, FunctionType, MilvusClient, RRFRanker, WeightedRanker
@@ -159,25 +159,6 @@ class MilvusConnector(Connector):
         return next(iter(available), None)
 
 
-def _extra_field_types(documents: Sequence[Document], reserved: set[str]) -> dict[str, type]:
-    """Python type per extra field: bool, int, float or str (ints and floats together give float)."""
-    seen: dict[str, set[type]] = {}
-    for doc in documents:
-        for name, value in doc.fields.items():
-            seen.setdefault(name, set()).add(type(value))
-    kinds: dict[str, type] = {}
-    for name, types in seen.items():
-        if name in reserved:
-            raise ValueError(
-                f"extra field {name!r} clashes with a field the index creates ({', '.join(sorted(reserved))})"
-            )
-        types = {float} if types == {int, float} else types
-        if len(types) != 1 or next(iter(types)) not in (bool, int, float, str):
-            raise ValueError(f"extra field {name!r} must hold only bool, int, float or str values; got {types}")
-        kinds[name] = next(iter(types))
-    return kinds
-
-
 _DATA_TYPES = {bool: DataType.BOOL, int: DataType.INT64, float: DataType.DOUBLE, str: DataType.VARCHAR}
 
 
@@ -227,7 +208,7 @@ def index_documents(
     )  # fmt: skip
     if dense is None and not full_text:
         raise ValueError("nothing to index: give embed_client or vectors, or keep full_text=True")
-    extras = _extra_field_types(documents, {"id", "text", "image", "dense", "sparse"})
+    extras = extra_field_types(documents, {"id", "text", "image", "dense", "sparse"})
     int_ids = all(isinstance(d.id, int) and not isinstance(d.id, bool) for d in documents)
     multi_image = any(len(d.images()) > 1 for d in documents)
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)

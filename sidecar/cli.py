@@ -33,7 +33,8 @@ FLAG_HELP = {
     "and uses more memory), 1024 on CPU (small batches keep activations in cache)",
     "max_batch_rows": "pairs per forward micro-batch",
     "max_documents": "documents per request; more is INVALID_ARGUMENT",
-    "max_queued_pairs": "pairs waiting for the model; beyond this requests fail fast with RESOURCE_EXHAUSTED",
+    "max_queued_pairs": "pairs admitted and not yet scored; beyond this requests fail fast with RESOURCE_EXHAUSTED / "
+    "HTTP 429 (a request with more documents than this can never fit: HTTP 413)",
     "prefix_reuse": "compute the shared system+instruction+query prefix once per request (--no-prefix-reuse to compare)",
     "prefix_reuse_min_saved_tokens": "reuse the prefix only if it saves this many tokens (prefix x (docs-1)); "
     "unset = auto: 0 on CPU, 2048 on CUDA",
@@ -46,7 +47,21 @@ FLAG_HELP = {
     "max_media_bytes": "largest image file accepted, bytes",
     "max_video_bytes": "largest video file accepted (Video.uri), bytes",
     "max_media_redirects": "redirects followed per media URL",
-    "max_image_pixels": "largest decoded image, pixels (decompression-bomb guard)",
+    "max_image_pixels": "largest image, decoded pixels (decompression-bomb guard; checked from the header, before "
+    "decoding)",
+    "max_frame_pixels": "largest video frame (listed frames and video files), decoded pixels; the reference's frame "
+    "resizing keeps large intermediates, so a frame costs several times an image of the same size",
+    "max_request_pixels": "decoded pixels of all images and video frames of one request (bounds its decoding time); "
+    "more is RESOURCE_EXHAUSTED / HTTP 413",
+    "max_decoding_pixels": "decoded pixels held in memory at once by all requests together; decodes wait for room "
+    "(about 3 bytes per pixel; at least --max-image-pixels)",
+    "max_pair_tokens": "tokens of one query-document pair after the reference's truncation (images, video frames and "
+    "special tokens are never truncated and count); more is RESOURCE_EXHAUSTED / HTTP 413 naming the document",
+    "max_request_tokens": "model-input tokens of one request (a shared query prefix counts once; image tokens are "
+    "checked from the headers before decoding); more is RESOURCE_EXHAUSTED / HTTP 413",
+    "special_tokens_in_text": "plain (default): special-token strings such as <|im_end|> in queries and documents are "
+    "text, so a document cannot forge prompt structure; reference: they are special tokens, as the official "
+    "reference encodes them",
     "max_message_bytes": "largest gRPC request or HTTP request body, bytes; larger is RESOURCE_EXHAUSTED / HTTP 413",
     "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish",
     "api_key": "require this API key (authorization: Bearer <key>) on every route and RPC; unset = read "
@@ -65,6 +80,9 @@ FLAG_HELP = {
 }
 
 
+FLAG_CHOICES = {"compile_layers": ["auto", "on", "off"], "special_tokens_in_text": ["plain", "reference"]}
+
+
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Settings):
         flag = "--" + field.name.replace("_", "-")
@@ -78,7 +96,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=field.name, type=Path, default=default, help=help_text)
         else:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(field.type), str)
-            parser.add_argument(flag, dest=field.name, type=kind, default=default, help=help_text)
+            choices = FLAG_CHOICES.get(field.name)
+            parser.add_argument(flag, dest=field.name, type=kind, default=default, choices=choices, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
 
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
         values["api_key"] = values["api_key"] or os.environ.get(API_KEY_ENV) or None
-        asyncio.run(serve(Settings(**values)))
+        try:
+            settings = Settings(**values)
+        except ValueError as exc:
+            sys.exit(f"rerank-sidecar serve: {exc}")
+        asyncio.run(serve(settings))
     elif args.command == "make-tiny-model":
         from sidecar.models.tiny import make_tiny_model
 

@@ -1,15 +1,16 @@
-"""Prompt text for Qwen3-VL-Reranker and Qwen3-VL-Embedding, and the reference truncation rule.
+"""Prompt text for Qwen3-VL-Reranker and Qwen3-VL-Embedding, the one place the prompts are written.
 
-The strings reproduce what the official reference renders through the Qwen3-VL chat template:
+The pieces reproduce what the official reference renders through the Qwen3-VL chat template:
 content parts are concatenated with no separator, an image part renders as
 `<|vision_start|><|image_pad|><|vision_end|>` and a video part as
-`<|vision_start|><|video_pad|><|vision_end|>`; the processor later expands the pads.
+`<|vision_start|><|video_pad|><|vision_end|>` (a visual's own placeholder expands the pads). The
+reranker's truncation rule (special tokens kept, the final 5 tokens kept) is in `models/pairs.py`.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 RERANK_SYSTEM = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct provided. "
@@ -26,26 +27,35 @@ KEPT_TAIL_TOKENS = 5
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"
 GENERATION_PROMPT = "<|im_start|>assistant\n"
+DOCUMENT_LEAD = "\n<Document>:"  # every rerank document side starts so
+TAIL = "<|im_end|>\n" + GENERATION_PROMPT  # the final KEPT_TAIL_TOKENS tokens of every prompt
+
+# A prompt is a list of pieces: (text, trusted). Trusted template text may hold special-token
+# markers; user text (queries, documents, instructions) is encoded as text (see models/tokens.py).
+Piece = tuple[str, bool]
 
 
-def side_content(text: str | None, n_images: int, n_videos: int) -> str:
-    """Render one side (query or document): videos, then images, then text; "NULL" when empty."""
-    if not text and not n_images and not n_videos:
-        return "NULL"
-    return VIDEO_PLACEHOLDER * n_videos + IMAGE_PLACEHOLDER * n_images + (text or "")
+def side(text: str, placeholders: Sequence[str] = ()) -> list[Piece]:
+    """One side (query or document): its visuals' placeholders (videos first, then images), then its
+    text; "NULL" when it has neither."""
+    if not text and not placeholders:
+        return [("NULL", True)]
+    return [(placeholder, True) for placeholder in placeholders] + ([(text, False)] if text else [])
 
 
-def rerank_query_prefix(instruction: str | None, query_content: str) -> str:
-    """Everything of a rerank prompt up to and including the query side."""
-    return (
-        f"<|im_start|>system\n{RERANK_SYSTEM}<|im_end|>\n"
-        f"<|im_start|>user\n<Instruct>: {instruction or RERANK_DEFAULT_INSTRUCTION}<Query>:{query_content}"
-    )
+def rerank_head(instruction: str | None, query_side: list[Piece]) -> list[Piece]:
+    """A rerank prompt up to and including the query side (shared by all the request's pairs)."""
+    return [
+        (f"<|im_start|>system\n{RERANK_SYSTEM}<|im_end|>\n<|im_start|>user\n<Instruct>: ", True),
+        (instruction or RERANK_DEFAULT_INSTRUCTION, not instruction),
+        ("<Query>:", True),
+        *query_side,
+    ]
 
 
-def rerank_document_suffix(document_content: str) -> str:
+def rerank_document(document_side: list[Piece]) -> list[Piece]:
     """The rest of a rerank prompt after the query side, generation prompt included."""
-    return f"\n<Document>:{document_content}<|im_end|>\n{GENERATION_PROMPT}"
+    return [(DOCUMENT_LEAD, True), *document_side, (TAIL, True)]
 
 
 def embed_instruction(instruction: str | None) -> str:
@@ -58,34 +68,17 @@ def embed_instruction(instruction: str | None) -> str:
     return instruction
 
 
-def embed_prompt(instruction: str | None, content: str) -> str:
+def embed_prompt(instruction: str | None, item_side: list[Piece]) -> list[Piece]:
     """A full embedding prompt for one input."""
-    return (
-        f"<|im_start|>system\n{embed_instruction(instruction)}<|im_end|>\n"
-        f"<|im_start|>user\n{content}<|im_end|>\n{GENERATION_PROMPT}"
-    )
+    return [
+        ("<|im_start|>system\n", True),
+        (embed_instruction(instruction), not instruction),
+        ("<|im_end|>\n<|im_start|>user\n", True),
+        *item_side,
+        (TAIL, True),
+    ]
 
 
-def truncate_keeping_special(token_ids: Sequence[int], max_length: int, special_ids: Iterable[int]) -> list[int]:
-    """The reference rule: keep every special token, and the first non-special tokens that fit.
-
-    A sequence of at most `max_length` tokens is returned unchanged.
-    """
-    if len(token_ids) <= max_length:
-        return list(token_ids)
-    special = set(special_ids)
-    budget = max_length - sum(1 for t in token_ids if t in special)
-    kept: list[int] = []
-    for t in token_ids:
-        if t in special:
-            kept.append(t)
-        elif budget > 0:
-            kept.append(t)
-            budget -= 1
-    return kept
-
-
-def truncate_rerank_pair(token_ids: Sequence[int], max_length: int, special_ids: Iterable[int]) -> list[int]:
-    """Reranker truncation: the final tokens are kept whole, the rest follows `truncate_keeping_special`."""
-    head, tail = token_ids[:-KEPT_TAIL_TOKENS], token_ids[-KEPT_TAIL_TOKENS:]
-    return truncate_keeping_special(head, max_length, special_ids) + list(tail)
+def render(pieces: list[Piece]) -> str:
+    """The prompt as one string (what a chat template renders)."""
+    return "".join(text for text, _ in pieces)

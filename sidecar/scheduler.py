@@ -1,11 +1,15 @@
 """The engine: one model thread fed by one queue, shared by every API face.
 
-Requests are prepared (media, tokenisation) on a small thread pool, off the event loop and in
-parallel with model compute, then admitted as jobs. The model thread computes each rerank job's
-query prefix once and forms micro-batches of rows (pairs, or embedding inputs) across all waiting
-jobs of the oldest job's kind: rows sorted by length (less padding), under a token budget. Admission is bounded: past
-`max_queued_pairs` a request fails fast as OVERLOADED. A job whose deadline passed or whose caller
-went away is dropped before its next micro-batch, so it stops consuming compute.
+A request is admitted (bounded: past `max_queued_pairs` it fails fast as OVERLOADED, and one that
+could never fit is TOO_LARGE), then prepared off the event loop in two stages on pools that are
+fair between requests (`workpool.FairPool`): its media, item by item (fetch, decode, resize,
+patchify), then its token ids (`assemble`: prompt, truncation, budgets, rows). Every stage checks
+the request's `RequestBudget` first, so a request whose caller went away or whose deadline passed
+stops consuming work. The prepared request becomes a job for the model thread, which computes
+each rerank job's query prefix once and forms micro-batches of rows (pairs, or embedding inputs)
+across all waiting jobs of the oldest job's kind: rows sorted by length (less padding), under a
+token budget. A job whose deadline passed or whose caller went away is dropped before its next
+micro-batch.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
 from sidecar.models.embedder import EmbedderModel, PreparedEmbed
+from sidecar.models.pairs import PairLimits
 from sidecar.models.reranker import PreparedRerank, RerankerModel
+from sidecar.models.visuals import ProcessedItem, VisualProcessor
 from sidecar.settings import Settings
 from sidecar.types import ItemInput, RerankInput, Timings
+from sidecar.workpool import FairPool
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,7 @@ class _Job:
     timings: Timings
     order: int
     enqueued: float = field(default_factory=time.perf_counter)
+    enqueued_ns: int = field(default_factory=time.time_ns)
     started: float | None = None
     outputs: list = field(default_factory=list)
     pending: set[int] = field(default_factory=set)
@@ -97,7 +106,7 @@ class _Job:
 
 
 class Engine:
-    """Owns the models, the preprocessing pool and the model thread."""
+    """Owns the models, the preparation pools and the model thread."""
 
     def __init__(
         self, settings: Settings, reranker: RerankerModel | None = None, embedder: EmbedderModel | None = None
@@ -117,15 +126,19 @@ class Engine:
             max_bytes=settings.max_media_bytes,
             max_redirects=settings.max_media_redirects,
             max_pixels=settings.max_image_pixels,
+            max_frame_pixels=settings.max_frame_pixels,
             max_video_bytes=settings.max_video_bytes,
         )
-        self._pool = ThreadPoolExecutor(settings.preprocess_workers, thread_name_prefix="preprocess")
-        # A separate pool: preparation tasks wait on media tasks, so sharing one pool could deadlock.
-        self._media_pool = ThreadPoolExecutor(settings.media_workers, thread_name_prefix="media")
+        self.gate = PixelGate(settings.max_decoding_pixels)
+        # Two pools: assembling a request waits on nothing, media tasks never wait on assembly.
+        self._media = FairPool(settings.media_workers, "media")
+        self._assembly = FairPool(settings.preprocess_workers, "preprocess")
         self._inbox: queue.Queue[_Job | None] = queue.Queue()
         self._queued_pairs = 0
         self._lock = threading.Lock()
         self._order = itertools.count()
+        self._active: dict[object, asyncio.Task] = {}  # admitted requests, by key
+        self._failures: dict[object, SidecarError] = {}  # why `fail_pending` cancelled a request
         self._thread = threading.Thread(target=self._run, name="model", daemon=True)
         self._stopping = False
         self.batches_run = 0
@@ -147,15 +160,28 @@ class Engine:
         reranker = self.require("reranker")
         if not request.documents:
             return RerankOutcome([], Timings())
-        resolver = MediaResolver(self.policy)
-        job = await self._submit(
-            "reranker",
-            len(request.documents),
-            deadline,
-            lambda: reranker.prepare(
-                request, resolver, self.settings.prefix_reuse, self.min_saved_tokens, self._media_pool
-            ),
-        )
+
+        async def prepare(budget: RequestBudget, key: object, timings: Timings) -> PreparedRerank:
+            resolver = MediaResolver(self.policy, budget, self.gate)
+            labelled = reranker.labelled(request)
+            processed = await self._process(reranker.visual_processor, labelled, resolver, key, timings)
+            limits = PairLimits(max_length=reranker.max_length, max_pair_tokens=self.settings.max_pair_tokens)
+            prepared = await self._assemble(
+                key,
+                budget,
+                timings,
+                reranker.assemble,
+                request,
+                processed,
+                self.settings.prefix_reuse,
+                self.min_saved_tokens,
+                limits,
+                self.settings.max_request_tokens,
+            )
+            prepared.images = resolver.decoded
+            return prepared
+
+        job = await self._submit("reranker", len(request.documents), deadline, prepare)
         return RerankOutcome(job.outputs, job.timings)
 
     async def embed(self, inputs: tuple[ItemInput, ...], instruction: str = "", deadline: float | None = None):
@@ -163,25 +189,80 @@ class Engine:
         embedder = self.require("embedding")
         if not inputs:
             return EmbedOutcome(torch.zeros(0, embedder.hidden_size), Timings())
-        resolver = MediaResolver(self.policy)
-        job = await self._submit(
-            "embedding",
-            len(inputs),
-            deadline,
-            lambda: embedder.prepare(inputs, instruction, resolver, self._media_pool),
-        )
+
+        async def prepare(budget: RequestBudget, key: object, timings: Timings) -> PreparedEmbed:
+            resolver = MediaResolver(self.policy, budget, self.gate)
+            labelled = [(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
+            processed = await self._process(embedder.visual_processor, labelled, resolver, key, timings)
+            prepared = await self._assemble(key, budget, timings, embedder.assemble, processed, instruction)
+            prepared.images = resolver.decoded
+            return prepared
+
+        job = await self._submit("embedding", len(inputs), deadline, prepare)
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 
-    async def _submit(self, kind: str, rows: int, deadline: float | None, prepare) -> _Job:
+    def fail_pending(self, error: SidecarError) -> None:
+        """Answer every admitted request now with `error` (call on the event loop; used at shutdown)."""
+        for key, task in list(self._active.items()):
+            self._failures[key] = error
+            task.cancel()
+
+    async def _process(
+        self,
+        processor: VisualProcessor,
+        labelled: list[tuple[ItemInput, str]],
+        resolver: MediaResolver,
+        key: object,
+        timings: Timings,
+    ) -> list[ProcessedItem]:
+        """Each item's media on the fair media pool (text-only items inline); the first error in order."""
+        start = time.time_ns()
+        futures = [
+            self._media.submit(key, _checked, resolver.budget, processor.item, item, where, resolver)
+            if item.images or item.videos
+            else None
+            for item, where in labelled
+        ]
+        processed = []
+        for future, (item, where) in zip(futures, labelled):
+            processed.append(await asyncio.wrap_future(future) if future else processor.item(item, where, resolver))
+        timings.stages["media"] = (start, time.time_ns())
+        return processed
+
+    async def _assemble(self, key: object, budget: RequestBudget, timings: Timings, fn: Callable, *args):
+        """`fn(*args)` (token ids and rows) on the fair preparation pool."""
+        start = time.time_ns()
+        result = await asyncio.wrap_future(self._assembly.submit(key, _checked, budget, fn, *args))
+        timings.stages["tokenization"] = (start, time.time_ns())
+        return result
+
+    async def _submit(
+        self,
+        kind: str,
+        rows: int,
+        deadline: float | None,
+        prepare: Callable[[RequestBudget, object, Timings], Awaitable[PreparedRerank | PreparedEmbed]],
+    ) -> _Job:
         """Admit, prepare off the event loop, queue for the model thread, and wait for the result."""
         if self._stopping:
             raise SidecarError(Kind.UNAVAILABLE, "the server is shutting down")
         self._admit(rows)
+        key, job = object(), None
+        settings = self.settings
+        budget = RequestBudget(
+            max_pixels=settings.max_request_pixels,
+            max_tokens=settings.max_request_tokens,
+            max_pair_tokens=settings.max_pair_tokens,
+            deadline=deadline,
+        )
+        task = asyncio.current_task()
+        if task is not None:
+            self._active[key] = task
         try:
             loop = asyncio.get_running_loop()
             timings = Timings()
             start = time.perf_counter()
-            prepared = await loop.run_in_executor(self._pool, prepare)
+            prepared = await prepare(budget, key, timings)
             timings.preprocessing_ms = (time.perf_counter() - start) * 1000
             timings.images, timings.video_frames = prepared.images, prepared.video_frames
             timings.input_tokens = sum(getattr(r, "total_tokens", len(r.ids)) for r in prepared.rows)
@@ -193,33 +274,48 @@ class Engine:
             for row in prepared.rows:
                 row.owner = job
             self._inbox.put(job)
-            try:
-                await job.future
-            except asyncio.CancelledError:
-                job.cancelled.set()
-                raise
+            await job.future
             return job
+        except asyncio.CancelledError:
+            if job is not None:
+                job.cancelled.set()
+            failure = self._failures.pop(key, None)
+            if failure is None:
+                raise
+            task.uncancel()
+            raise failure from None
         finally:
+            budget.cancelled.set()  # whatever of this request still runs stops at its next check
+            self._media.cancel(key)
+            self._assembly.cancel(key)
+            self._active.pop(key, None)
+            self._failures.pop(key, None)
             with self._lock:
                 self._queued_pairs -= rows
 
     def _admit(self, pairs: int) -> None:
+        limit = self.settings.max_queued_pairs
+        if pairs > limit:
+            raise SidecarError(
+                Kind.TOO_LARGE,
+                f"the request has {pairs} documents, more than this server ever admits at once ({limit} pairs, "
+                "--max-queued-pairs); split it into smaller requests",
+            )
         with self._lock:
-            if self._queued_pairs + pairs > self.settings.max_queued_pairs:
+            if self._queued_pairs + pairs > limit:
                 raise SidecarError(
                     Kind.OVERLOADED,
-                    f"server queue is full ({self._queued_pairs} pairs waiting, limit "
-                    f"{self.settings.max_queued_pairs}); retry later",
+                    f"server queue is full ({self._queued_pairs} pairs waiting, limit {limit}); retry later",
                 )
             self._queued_pairs += pairs
 
     def close(self) -> None:
-        """Stop the model thread after the jobs it holds; refuse new requests."""
+        """Refuse new requests, stop preparation work, and stop the model thread after the jobs it holds."""
         self._stopping = True
+        self._media.shutdown()
+        self._assembly.shutdown()
         self._inbox.put(None)
         self._thread.join(timeout=self.settings.drain_seconds)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._media_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- model thread ------------------------------------------------------------------------
 
@@ -276,6 +372,7 @@ class Engine:
                 if job.started is None:
                     job.started = start
                     job.timings.queue_ms = (start - job.enqueued) * 1000
+                    job.timings.stages["queue"] = (job.enqueued_ns, time.time_ns())
                 if job.kind == "reranker":
                     model.forward_prefix(job.prepared.prefix)
             outputs = model.forward_rows(rows)
@@ -297,6 +394,7 @@ class Engine:
             if not job.pending:
                 if job.kind == "reranker":
                     job.prepared.prefix.kv = None
+                job.timings.stages["inference"] = (job.timings.stages["queue"][1], time.time_ns())
                 job.finish(job)
                 active.remove(job)
 
@@ -317,3 +415,9 @@ class Engine:
         while lo > 0 and hi - lo + 2 <= cap and (hi - lo + 2) * width <= budget:
             lo -= 1
         return candidates[lo : hi + 1]
+
+
+def _checked(budget: RequestBudget, fn: Callable, *args):
+    """Run a preparation step only while its request is still wanted."""
+    budget.check()
+    return fn(*args)

@@ -73,7 +73,9 @@ def load_engine(settings: Settings):
         start = time.perf_counter()
         log.info("loading reranker %s on %s (%s)", settings.model, device, dtype)
         model, processor = load_pretrained(settings.model, device, dtype, settings.attn_implementation)
-        reranker = RerankerModel(settings.model, model, processor)
+        reranker = RerankerModel(
+            settings.model, model, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         log.info("reranker loaded in %.1fs", time.perf_counter() - start)
     if settings.embedding_model:
         start = time.perf_counter()
@@ -81,7 +83,9 @@ def load_engine(settings: Settings):
         base, processor = load_pretrained(
             settings.embedding_model, device, dtype, settings.attn_implementation, with_lm_head=False
         )
-        embedder = EmbedderModel(settings.embedding_model, base, processor)
+        embedder = EmbedderModel(
+            settings.embedding_model, base, processor, special_tokens_in_text=settings.special_tokens_in_text
+        )
         log.info("embedding model loaded in %.1fs", time.perf_counter() - start)
     compile_layers = fused.wanted(settings.compile_layers, device)
     for loaded in (model for model in (reranker, embedder) if model is not None):

@@ -44,8 +44,16 @@ class Settings:
     max_video_bytes: int = 200 * 1024 * 1024  # per video file
     max_media_redirects: int = 3
     max_image_pixels: int = 64_000_000  # decoded pixels per image: decompression-bomb guard
+    max_frame_pixels: int = 1 << 24  # decoded pixels per video frame (4096 x 4096; frames cost more memory)
+    max_request_pixels: int = 1 << 28  # decoded pixels per request, all images and video frames together
+    max_decoding_pixels: int = 1 << 27  # decoded pixels held at once by all requests (memory bound)
+    max_pair_tokens: int = 32768  # tokens of one query-document pair after truncation (media and specials count)
+    max_request_tokens: int = 1 << 18  # model-input tokens per request (a shared query prefix counts once)
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish
+    # Special-token strings in user text: "plain" encodes them as text (a document cannot forge prompt
+    # structure); "reference" encodes them as special tokens, exactly as the official reference does.
+    special_tokens_in_text: str = "plain"
     # API keys (sidecar/api/auth.py): with either set, every route and RPC needs `authorization: Bearer <key>`.
     api_key: str | None = field(default=None, repr=False)  # one key; also read from API_KEY_ENV
     api_key_file: Path | None = None  # keys one per line (several for rotation); re-read on SIGHUP
@@ -59,3 +67,21 @@ class Settings:
     # Close each gRPC connection after this long (in-flight calls finish first): clients reconnect and
     # re-resolve dns:/// targets, which is how they find replicas added since. None = never.
     grpc_max_connection_age_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.special_tokens_in_text not in ("plain", "reference"):
+            raise ValueError("--special-tokens-in-text must be plain or reference")
+        if self.max_decoding_pixels < self.max_image_pixels:
+            raise ValueError(
+                f"--max-decoding-pixels ({self.max_decoding_pixels}) must be at least --max-image-pixels "
+                f"({self.max_image_pixels}), or the largest allowed image could never be decoded"
+            )
+        for name in (
+            "max_documents",
+            "max_queued_pairs",
+            "max_pair_tokens",
+            "max_request_tokens",
+            "max_request_pixels",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")

@@ -32,7 +32,8 @@ class ItemInput:
     id: str = ""
 
     def is_empty(self) -> bool:
-        return not self.text and not self.images and not self.videos
+        """Nothing to score: no image, no video, and no text but whitespace."""
+        return not self.text.strip() and not self.images and not self.videos
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class RerankInput:
     query: ItemInput
     documents: tuple[ItemInput, ...]
     instruction: str = ""
+    truncate: bool = True  # False: a pair over the model's length is an error instead of being cut
+    truncation_direction: str = "right"  # "right": the reference rule; "left": a document keeps its end
+    documents_field: str = "documents"  # how errors name the documents (TEI calls them "texts")
 
 
 @dataclass
@@ -56,3 +60,5 @@ class Timings:
     images: int = 0
     video_frames: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    # Wall-clock (time.time_ns) start and end of each stage: "media", "tokenization", "queue", "inference".
+    stages: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+SCORE_SCALE = 64.0
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -23,7 +24,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from sidecar.models.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-reranker"), shape="tiny", seed=0)
+    # Scores spread over about +-3 (a random head gives +-0.05), so prompt changes move them far beyond noise.
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-reranker"), shape="tiny", seed=0, score_scale=SCORE_SCALE)
 
 
 @pytest.fixture(scope="session")

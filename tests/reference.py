@@ -20,10 +20,14 @@ INSTRUCTION = "Given a search query, retrieve relevant candidates that answer th
 FACTOR = 32
 
 
-def side(prefix: str, text=None, images=(), frames=(), video_file=None) -> list[dict]:
+def side(prefix: str, text=None, images=(), frames=(), video_file=None, null="NULL", text_first=False) -> list[dict]:
+    """One side as the reference builds it; `null` and `text_first` exist to build deliberately wrong
+    variants (an empty side rendered otherwise, text before the media) for sensitivity checks."""
     content = [{"type": "text", "text": prefix}]
     if not text and not images and not frames and not video_file:
-        return content + [{"type": "text", "text": "NULL"}]
+        return content + [{"type": "text", "text": null}]
+    if text and text_first:
+        content.append({"type": "text", "text": text})
     if video_file:
         content.append({"type": "video", "video": "file://" + str(video_file), "fps": 1.0, "max_frames": 64})
     if frames:
@@ -37,15 +41,17 @@ def side(prefix: str, text=None, images=(), frames=(), video_file=None) -> list[
         content.append(
             {"type": "image", "image": image, "min_pixels": 4 * FACTOR * FACTOR, "max_pixels": 1800 * FACTOR * FACTOR}
         )
-    if text:
+    if text and not text_first:
         content.append({"type": "text", "text": text})
     return content
 
 
-def conversation(query: dict, document: dict, instruction: str | None = None) -> list[dict]:
+def conversation(
+    query: dict, document: dict, instruction: str | None = None, system: str = SYSTEM, **rules
+) -> list[dict]:
     user = [{"type": "text", "text": "<Instruct>: " + (instruction or INSTRUCTION)}]
-    user += side("<Query>:", **query) + side("\n<Document>:", **document)
-    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]}, {"role": "user", "content": user}]
+    user += side("<Query>:", **query, **rules) + side("\n<Document>:", **document, **rules)
+    return [{"role": "system", "content": [{"type": "text", "text": system}]}, {"role": "user", "content": user}]
 
 
 def truncate(ids: list[int], max_length: int, special: set[int]) -> list[int]:
@@ -115,20 +121,23 @@ def processed_conversation(processor, conv: list[dict], edit_ids=None):
     return inputs
 
 
-def reference_inputs(processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240):
+def reference_inputs(
+    processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240, **variant
+):
     special = set(processor.tokenizer.all_special_ids)
     return processed_conversation(
         processor,
-        conversation(query, document, instruction),
+        conversation(query, document, instruction, **variant),
         lambda ids: truncate(ids[:-5], max_length, special) + ids[-5:],
     )
 
 
 @torch.no_grad()
 def reference_logit(
-    model, processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240
+    model, processor, query: dict, document: dict, instruction: str | None = None, max_length: int = 10240, **variant
 ) -> float:
-    inputs = reference_inputs(processor, query, document, instruction, max_length)
+    """`variant` (system=..., null=..., text_first=True) builds a deliberately wrong prompt instead."""
+    inputs = reference_inputs(processor, query, document, instruction, max_length, **variant)
     logits = model(**inputs).logits[0, -1]
     vocab = processor.tokenizer.get_vocab()
     return float(logits[vocab["yes"]] - logits[vocab["no"]])

@@ -7,12 +7,14 @@
   services have health checks; every `rerank-sidecar` command a service runs parses with the real CLI.
 - The loader's arguments are taken from the compose file, the service host names swapped for engines
   started here (real OpenSearch and Elasticsearch nodes, Qdrant local mode, Milvus Lite) and a real
-  sidecar subprocess with tiny models, and `rerank-sidecar load-catalogue` must fill all four.
+  sidecar subprocess with tiny models, and `rerank-sidecar load-catalogue` must fill all six (real
+  Weaviate and Solr servers too).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shlex
@@ -28,6 +30,7 @@ from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 from sidecar.cli import build_parser
 from tests.connectors.conftest import embedding_model_dir, sidecar_server  # noqa: F401 - fixtures
 from tests.connectors.engines_fixtures import elasticsearch_node, opensearch_node  # noqa: F401 - fixtures
+from tests.connectors.server_engines import solr_node, weaviate_node  # noqa: F401 - fixtures (by name)
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -83,6 +86,10 @@ def test_engine_versions_match_the_test_scripts(config) -> None:
     os_version = script_default("opensearch.sh", "OS_VERSION")
     assert images["elasticsearch"] == f"docker.elastic.co/elasticsearch/elasticsearch:{es_version}"
     assert images["opensearch"] == f"opensearchproject/opensearch:{os_version}"
+    assert (
+        images["weaviate"] == f"cr.weaviate.io/semitechnologies/weaviate:{script_default('weaviate.sh', 'WV_VERSION')}"
+    )
+    assert images["solr"] == f"solr:{script_default('solr.sh', 'SOLR_V')}"
     assert re.fullmatch(r"milvusdb/milvus:v2\.\d+\.\d+", images["milvus"]), images["milvus"]
     assert re.fullmatch(r"qdrant/qdrant:v1\.\d+\.\d+", images["qdrant"]), images["qdrant"]
     # The compose file says which Milvus server CI tests (tests/engines/milvus.sh) next to its own choice.
@@ -104,7 +111,7 @@ def test_health_checks_and_start_order(config) -> None:
     ready = " ".join(services["sidecar"]["healthcheck"]["test"])
     assert "/ready" in ready and ":8080" in ready
     assert services["loader"].get("restart") == "no"
-    for engine in ("elasticsearch", "opensearch", "qdrant", "milvus"):
+    for engine in ("elasticsearch", "opensearch", "qdrant", "milvus", "weaviate", "solr"):
         assert services["loader"]["depends_on"][engine]["condition"] == "service_healthy"
     assert services["web"]["depends_on"]["loader"]["condition"] == "service_completed_successfully"
     assert {v.split(":")[0] for v in services["sidecar"]["volumes"]} == {"models"}
@@ -156,12 +163,13 @@ def loader_argv(config: dict[str, Any], swap: dict[str, str]) -> list[str]:
     return [swap.get(a, a) for a in argv]
 
 
-def test_loader_fills_all_four_engines(config, sidecar_server, elasticsearch_node, opensearch_node, tmp_path) -> None:  # noqa: F811
+def test_loader_fills_all_six_engines(config, sidecar_server, elasticsearch_node, opensearch_node, request, tmp_path) -> None:  # noqa: F811  # fmt: skip
     from pymilvus import MilvusClient
     from qdrant_client import QdrantClient
 
     from sidecar.cli import main
 
+    weaviate_server, solr_server = request.getfixturevalue("weaviate_node"), request.getfixturevalue("solr_node")
     argv = loader_argv(config, {})
     urls = dict(zip(argv[1::2], argv[2::2]))  # flag -> value, as compose passes them
     swap = {
@@ -170,6 +178,9 @@ def test_loader_fills_all_four_engines(config, sidecar_server, elasticsearch_nod
         urls["--opensearch"]: opensearch_node.url,
         urls["--qdrant"]: str(tmp_path / "qdrant"),
         urls["--milvus"]: str(tmp_path / "milvus.db"),
+        urls["--weaviate"]: weaviate_server.url,
+        urls["--weaviate-grpc-port"]: str(weaviate_server.port + 1),
+        urls["--solr"]: solr_server.url,
     }
     argv = [*loader_argv(config, swap), "--wait-timeout", "120"]
     with pytest.raises(SystemExit) as exit_info:
@@ -194,6 +205,21 @@ def test_loader_fills_all_four_engines(config, sidecar_server, elasticsearch_nod
     rows = milvus.query(collection, filter="", output_fields=["id", "title"], limit=100)
     assert {str(r["id"]) for r in rows} == items
     milvus.close()
+    from connectors.weaviate import connect as weaviate_connect
+
+    weaviate = weaviate_connect(weaviate_server.url, grpc_port=weaviate_server.port + 1)
+    catalogue = weaviate.collections.get(collection)
+    assert {o.properties["doc_id"] for o in catalogue.query.fetch_objects(limit=100).objects} == items
+    reranker = catalogue.config.get().reranker_config  # Weaviate's own rerank= calls the sidecar
+    assert reranker.reranker == "reranker-cohere" and reranker.model["baseURL"] == urls["--weaviate-reranker-url"]
+    weaviate.close()
+    import urllib.request
+
+    with urllib.request.urlopen(
+        f"{solr_server.url}/{collection}/select?q=*:*&rows=100&fl=doc_id,image&wt=json"
+    ) as answer:
+        docs = json.load(answer)["response"]["docs"]
+    assert {d["doc_id"] for d in docs} == items and all(d["image"][0].startswith("images/") for d in docs)
 
     # The `web` service's command, on the same swapped addresses: every engine answers a text and an image query.
     from sidecar.apps.web.app import run_search
@@ -201,7 +227,7 @@ def test_loader_fills_all_four_engines(config, sidecar_server, elasticsearch_nod
 
     (web_argv,) = command_argvs(config["services"]["web"])
     backend = stack_backend(build_parser().parse_args([swap.get(a, a) for a in web_argv]))
-    assert set(backend.connectors) == {"elasticsearch", "opensearch", "qdrant", "milvus"}
+    assert set(backend.connectors) == {"elasticsearch", "opensearch", "qdrant", "milvus", "weaviate", "solr"}
     image = base64.b64encode((DATA_DIR / "queries" / "dahlia.jpg").read_bytes()).decode()
     for engine in backend.connectors:
         for body in ({"text": "a cat with green eyes", "mode": "hybrid"}, {"image": image, "mode": "dense"}):

@@ -54,11 +54,8 @@ def embed_from_pb(request: pb.EmbedRequest, max_inputs: int, hidden_size: int) -
         raise invalid(f"inputs has {len(request.inputs)} entries; this server accepts at most {max_inputs}")
     if request.dimensions > hidden_size:
         raise invalid(f"dimensions {request.dimensions} exceeds the model's {hidden_size}")
-    items = tuple(item_from_pb(item, f"inputs[{i}]") for i, item in enumerate(request.inputs))
-    for i, item in enumerate(items):
-        if item.is_empty():
-            raise invalid(f"inputs[{i}] has no text, image or video")
-    return items
+    # An input with nothing in it is embedded as the text "NULL", as the reference embeds it.
+    return tuple(item_from_pb(item, f"inputs[{i}]") for i, item in enumerate(request.inputs))
 
 
 def sigmoid(x: float) -> float:

@@ -306,7 +306,7 @@ def parse_tei(body: object, max_documents: int) -> ParsedRerank:
     texts = tuple(_string(t, f"texts[{i}]") for i, t in enumerate(raw))
     documents = tuple(parse_media_string(t, f"texts[{i}]", media_strings) for i, t in enumerate(texts))
     return ParsedRerank(
-        input=RerankInput(query=query, documents=documents, instruction=instruction),
+        input=RerankInput(query=query, documents=documents, instruction=instruction, documents_field="texts"),
         echoes=texts,
         return_documents=_bool(body, "return_text", False),
         raw_scores=_bool(body, "raw_scores", False),

@@ -7,7 +7,8 @@ error) and filled by its connector's `index_documents` helper with vectors the s
 and image of each item together), then counted.
 
     rerank-sidecar load-catalogue --sidecar sidecar:50051 --elasticsearch http://elasticsearch:9200 \\
-        --opensearch http://opensearch:9200 --qdrant http://qdrant:6333 --milvus http://milvus:19530
+        --opensearch http://opensearch:9200 --qdrant http://qdrant:6333 --milvus http://milvus:19530 \\
+        --weaviate http://weaviate:8080 --solr http://solr:8983/solr
 
 `--qdrant` also takes a directory (qdrant-client local mode) or `:memory:`; `--milvus` also takes a Milvus
 Lite file (`./catalogue.db`). Image references stay as stored (`images/<name>.jpg`, relative to
@@ -34,7 +35,8 @@ from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 from sidecar.apps.sidecar_flags import add_sidecar_arguments, client_options, sidecar_target
 
 log = logging.getLogger("sidecar.apps.loader")
-ENGINES = ("elasticsearch", "opensearch", "qdrant", "milvus")
+ENGINES = ("elasticsearch", "opensearch", "qdrant", "milvus", "weaviate", "solr")
+WEAVIATE_GRPC_PORT = 50051  # Weaviate's default gRPC port (weaviate-client v4 searches over gRPC)
 DEFAULT_COLLECTION = "catalogue"
 EXTRA_FIELDS = ("title", "category")
 
@@ -53,6 +55,8 @@ class Targets:
     wait_timeout: float = 600.0
     recreate: bool = True
     milvus_full_text: bool = True
+    weaviate_grpc_port: int = WEAVIATE_GRPC_PORT
+    weaviate_reranker_url: str | None = None  # the sidecar's HTTP URL as Weaviate reaches it
     sidecar_options: dict[str, Any] = field(default_factory=dict)  # RerankerClient's api_key and TLS arguments
 
 
@@ -123,10 +127,14 @@ def wait_engine(engine: str, location: str, timeout: float) -> None:
         from pymilvus import MilvusClient
 
         _until(f"milvus at {location}", timeout, lambda: MilvusClient(location, timeout=10).list_collections())
+    elif engine == "weaviate":
+        _until(f"weaviate at {location}", timeout, lambda: _http_json(location.rstrip("/") + "/v1/.well-known/ready"))
+    elif engine == "solr":
+        _until(f"solr at {location}", timeout, lambda: _http_json(location.rstrip("/") + "/admin/info/system?wt=json"))
 
 
-def open_client(engine: str, location: str) -> Any:
-    """The engine's own client for a URL (or, for Qdrant and Milvus, a local path)."""
+def open_client(engine: str, location: str, weaviate_grpc_port: int = WEAVIATE_GRPC_PORT) -> Any:
+    """The engine's own client for a URL (or, for Qdrant and Milvus, a local path); Solr's is its base URL."""
     if engine == "elasticsearch":
         from connectors.elasticsearch import connect
 
@@ -147,6 +155,12 @@ def open_client(engine: str, location: str) -> Any:
         from pymilvus import MilvusClient
 
         return MilvusClient(location)
+    if engine == "weaviate":
+        from connectors.weaviate import connect as weaviate_connect
+
+        return weaviate_connect(location, grpc_port=weaviate_grpc_port)
+    if engine == "solr":
+        return location.rstrip("/")
     raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
 
 
@@ -157,6 +171,10 @@ def count(engine: str, client: Any, collection: str) -> int:
         return int(client.count(index=collection)["count"])
     if engine == "qdrant":
         return int(client.count(collection, exact=True).count)
+    if engine == "weaviate":
+        return int(client.collections.get(collection).aggregate.over_all(total_count=True).total_count)
+    if engine == "solr":
+        return int(_http_json(f"{client}/{collection}/select?q=*:*&rows=0&wt=json")["response"]["numFound"])
     rows = client.query(collection, filter="", output_fields=["count(*)"])
     return int(rows[0]["count(*)"])
 
@@ -181,6 +199,17 @@ def index_into(engine: str, client: Any, vectors: list[list[float]], targets: Ta
         from connectors.qdrant import index_documents as qdrant_index
 
         return qdrant_index(client, targets.collection, documents, **common)
+    if engine == "weaviate":
+        from connectors.weaviate import index_documents as weaviate_index
+        from connectors.weaviate import sidecar_reranker
+
+        url = targets.weaviate_reranker_url
+        reranker = sidecar_reranker(url) if url else None
+        return weaviate_index(client, targets.collection, documents, reranker=reranker, **common)
+    if engine == "solr":
+        from connectors.solr import index_documents as solr_index
+
+        return solr_index(client, targets.collection, documents, **common)
     from connectors.milvus import index_documents as milvus_index
 
     return milvus_index(client, targets.collection, documents, full_text=targets.milvus_full_text, **common)
@@ -212,7 +241,7 @@ def load(targets: Targets, *, close: bool = True) -> dict[str, int]:
         for engine, location in targets.engines.items():
             log.info("waiting for %s at %s", engine, location)
             wait_engine(engine, location, targets.wait_timeout)
-            client = open_client(engine, location)
+            client = open_client(engine, location, targets.weaviate_grpc_port)
             try:
                 start = time.perf_counter()
                 index_into(engine, client, vectors, targets, documents)
@@ -239,6 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--qdrant", metavar="URL", help="Qdrant URL (http://qdrant:6333), a local-mode directory, or :memory:"
     )
     parser.add_argument("--milvus", metavar="URI", help="Milvus URI (http://milvus:19530) or a Milvus Lite file (x.db)")
+    add_engine_arguments(parser)
     parser.add_argument(
         "--collection", default=DEFAULT_COLLECTION, help=f"index/collection name (default: {DEFAULT_COLLECTION})"
     )
@@ -250,12 +280,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="no BM25 function in Milvus (servers before 2.5, e.g. the 2.3.5 CI tests)")  # fmt: skip
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Weaviate and Solr flags, shared with the `web` command."""
+    parser.add_argument("--weaviate", metavar="URL", help="Weaviate REST URL, e.g. http://weaviate:8080")
+    parser.add_argument("--weaviate-grpc-port", type=int, default=WEAVIATE_GRPC_PORT,
+                        help=f"Weaviate's gRPC port on the same host (default: {WEAVIATE_GRPC_PORT})")  # fmt: skip
+    parser.add_argument("--solr", metavar="URL", help="Solr base URL, e.g. http://solr:8983/solr")
+    parser.add_argument("--weaviate-reranker-url", metavar="URL",
+                        help="load-catalogue: the sidecar's HTTP URL as Weaviate reaches it; the collection's "
+                             "reranker module (reranker-cohere) then calls it for Weaviate's own rerank= queries")  # fmt: skip
+
+
 def targets_from_args(args: argparse.Namespace) -> Targets:
     """`Targets` from parsed `load-catalogue` flags."""
     engines = {name: getattr(args, name) for name in ENGINES if getattr(args, name)}
     return Targets(
         sidecar_target(args.sidecar), engines, args.collection, args.wait_timeout, args.recreate,
-        args.milvus_full_text, client_options(args),
+        args.milvus_full_text, args.weaviate_grpc_port, args.weaviate_reranker_url, client_options(args),
     )  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sidecar.models.loading import rope_index
+from sidecar.models.tokens import PromptTokenizer
 from sidecar.models.visuals import IMAGE, VIDEO, Visual, VisualProcessor, stack_visuals
 
 
@@ -13,14 +14,16 @@ class QwenBackend:
 
     kind = "base"
 
-    def __init__(self, name: str, base, processor, max_length: int) -> None:
+    def __init__(self, name: str, base, processor, max_length: int, special_tokens_in_text: str = "plain") -> None:
         self.name = name
         self.base = base
         self.device = next(base.parameters()).device
         self.dtype = next(base.parameters()).dtype
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.visual_processor = VisualProcessor(processor)
+        # Prompts are encoded part by part; user text keeps special-token strings as text by default.
+        self.prompt_tokenizer = PromptTokenizer(self.tokenizer, special_tokens_in_text)
+        self.visual_processor = VisualProcessor(processor, reject_vision_markers=special_tokens_in_text == "reference")
         self.max_length = max_length
         self.special_ids = set(self.tokenizer.all_special_ids)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

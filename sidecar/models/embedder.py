@@ -15,8 +15,8 @@ import torch
 from sidecar.errors import invalid
 from sidecar.media import MediaResolver
 from sidecar.models.backend import QwenBackend
-from sidecar.models.visuals import Visual, expand_placeholders, stack_visuals
-from sidecar.prompts import EMBED_MAX_LENGTH, embed_prompt, side_content
+from sidecar.models.visuals import ProcessedItem, Visual, stack_visuals
+from sidecar.prompts import EMBED_MAX_LENGTH, embed_prompt, side
 from sidecar.types import ItemInput
 
 
@@ -41,31 +41,51 @@ class EmbedderModel(QwenBackend):
 
     kind = "embedding"
 
-    def __init__(self, name: str, base, processor, max_length: int = EMBED_MAX_LENGTH) -> None:
-        super().__init__(name, base, processor, max_length)
+    def __init__(
+        self, name: str, base, processor, max_length: int = EMBED_MAX_LENGTH, special_tokens_in_text: str = "plain"
+    ) -> None:
+        super().__init__(name, base, processor, max_length, special_tokens_in_text)
 
     def prepare(
         self, inputs: tuple[ItemInput, ...], instruction: str, resolver: MediaResolver, pool: Executor | None = None
     ) -> PreparedEmbed:
-        """Resolve media (concurrently on `pool` when given), build and tokenize each input's prompt, truncate
-        as the reference does."""
-        labelled = [(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
-        items = self.visual_processor.items(labelled, resolver, pool)
-        texts = [
-            expand_placeholders(embed_prompt(instruction, side_content(it.text, it.n_images, it.n_videos)), it.visuals)
-            for it in items
-        ]
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        rows = []
-        for index, (ids, item) in enumerate(zip(encoded, items)):
-            if len(ids) > self.max_length:
-                cut = ids[self.max_length :]
-                if self.image_token_id in cut or self.video_token_id in cut:
-                    raise invalid(f"inputs[{index}] is longer than {self.max_length} tokens inside its images/video")
-                ids = ids[: self.max_length]  # the reference's plain right truncation
-            rows.append(EmbedRow(index, ids, self.positions(ids, item.visuals), item.visuals))
+        """`process` then `assemble` on this thread (media concurrently on `pool` when given)."""
+        prepared = self.assemble(self.process(inputs, resolver, pool), instruction)
+        prepared.images = resolver.decoded
+        return prepared
+
+    def process(
+        self, inputs: tuple[ItemInput, ...], resolver: MediaResolver, pool: Executor | None = None
+    ) -> list[ProcessedItem]:
+        """Resolve and process every input's media."""
+        return self.visual_processor.items([(item, f"inputs[{i}]") for i, item in enumerate(inputs)], resolver, pool)
+
+    def assemble(self, items: list[ProcessedItem], instruction: str) -> PreparedEmbed:
+        """Each input's prompt as token ids, cut at the maximum length as the reference cuts it (plain right
+        truncation; an input whose images or video would be cut is refused). An empty input is "NULL"."""
+        rows = [self._row(index, item, instruction) for index, item in enumerate(items)]
         frames = sum(v.frames for item in items for v in item.visuals)
-        return PreparedEmbed(rows, images=resolver.decoded, video_frames=frames)
+        return PreparedEmbed(rows, video_frames=frames)
+
+    def _row(self, index: int, item: ProcessedItem, instruction: str) -> EmbedRow:
+        tok = self.prompt_tokenizer
+        ids: list[int] = []
+        runs = tok.runs(tok.parts(embed_prompt(instruction, side(item.text, [v.placeholder for v in item.visuals]))))
+        for position, run in enumerate(runs):
+            if len(ids) > self.max_length:  # everything from here on is cut
+                if any(r.special in (self.image_token_id, self.video_token_id) for r in runs[position:]):
+                    ids.append(self.image_token_id)  # reported below as a cut inside the visuals
+                break
+            if run.special is not None:
+                ids.append(run.special)
+            else:
+                ids += tok.encode_head(run.text, self.max_length - len(ids) + 1)[0]
+        if len(ids) > self.max_length:
+            cut = ids[self.max_length :]
+            if self.image_token_id in cut or self.video_token_id in cut:
+                raise invalid(f"inputs[{index}] is longer than {self.max_length} tokens inside its images/video")
+            ids = ids[: self.max_length]  # the reference's plain right truncation
+        return EmbedRow(index, ids, self.positions(ids, item.visuals), item.visuals)
 
     @torch.inference_mode()
     def forward_rows(self, rows: list[EmbedRow]) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Score = sigmoid(w . h) where h is the final hidden state at a pair's last token and
 w = lm_head[yes] - lm_head[no], exactly as the official reference computes it.
 
+Preparation is two stages the scheduler runs apart: `process` (media: fetch, decode, resize,
+patchify; per item, on a pool) and `assemble` (the pairs' token ids from `models.pairs`, the shared
+prefix, each row's ids and positions).
+
 Query-prefix reuse: all pairs of a request share "system + instruction + query". The longest common
 token prefix of the request's pairs is forwarded once; each pair's remaining tokens attend to its
 cached keys and values. Positions, truncation and visual features are those of the full sequence,
@@ -13,28 +17,19 @@ from __future__ import annotations
 
 import contextlib
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaResolver
 from sidecar.models import fused
 from sidecar.models.backend import QwenBackend
 from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache
-from sidecar.models.visuals import (
-    ProcessedItem,
-    Visual,
-    expand_placeholders,
-    stack_visuals,
-)
-from sidecar.prompts import (
-    RERANK_MAX_LENGTH,
-    rerank_document_suffix,
-    rerank_query_prefix,
-    side_content,
-    truncate_rerank_pair,
-)
-from sidecar.types import RerankInput
+from sidecar.models.pairs import Pair, PairBuilder, PairLimits
+from sidecar.models.visuals import ProcessedItem, Visual, stack_visuals
+from sidecar.prompts import RERANK_MAX_LENGTH
+from sidecar.types import ItemInput, RerankInput
 
 
 @dataclass
@@ -77,8 +72,15 @@ class RerankerModel(QwenBackend):
 
     kind = "reranker"
 
-    def __init__(self, name: str, model, processor, max_length: int = RERANK_MAX_LENGTH) -> None:
-        super().__init__(name, model.model, processor, max_length)
+    def __init__(
+        self,
+        name: str,
+        model,
+        processor,
+        max_length: int = RERANK_MAX_LENGTH,
+        special_tokens_in_text: str = "plain",
+    ) -> None:
+        super().__init__(name, model.model, processor, max_length, special_tokens_in_text)
         vocab = self.tokenizer.get_vocab()
         weight = model.lm_head.weight.data
         self.score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).float()
@@ -94,64 +96,126 @@ class RerankerModel(QwenBackend):
         reuse_prefix: bool = True,
         min_saved_tokens: int = 0,
         pool: Executor | None = None,
+        limits: PairLimits | None = None,
+        max_request_tokens: int | None = None,
     ) -> PreparedRerank:
-        """Resolve media (concurrently on `pool` when given), build and tokenize every pair, split off the prefix.
+        """`process` then `assemble`: the whole preparation of one request on this thread (and `pool`)."""
+        processed = self.process(request, resolver, pool)
+        prepared = self.assemble(request, processed, reuse_prefix, min_saved_tokens, limits, max_request_tokens)
+        prepared.images = resolver.decoded
+        return prepared
 
-        The prefix is split off only when it saves at least `min_saved_tokens` forwarded tokens.
+    def process(
+        self, request: RerankInput, resolver: MediaResolver, pool: Executor | None = None
+    ) -> list[ProcessedItem]:
+        """Resolve and process the media of the query and every document (concurrently on `pool`)."""
+        return self.visual_processor.items(self.labelled(request), resolver, pool)
+
+    @staticmethod
+    def labelled(request: RerankInput) -> list[tuple[ItemInput, str]]:
+        """The query and each document with the name errors give it (`documents[3]`, or TEI's `texts[3]`)."""
+        return [(request.query, "query")] + [(d, label) for d, label in zip(request.documents, _labels(request))]
+
+    def assemble(
+        self,
+        request: RerankInput,
+        processed: list[ProcessedItem],
+        reuse_prefix: bool = True,
+        min_saved_tokens: int = 0,
+        limits: PairLimits | None = None,
+        max_request_tokens: int | None = None,
+    ) -> PreparedRerank:
+        """Build, truncate and cap every pair, split off the shared prefix, and lay out the rows.
+
+        The prefix is split off only when it saves at least `min_saved_tokens` forwarded tokens. A
+        request whose computed tokens exceed `max_request_tokens` is refused before any row is built.
         """
-        labelled = [(request.query, "query")] + [(doc, f"documents[{i}]") for i, doc in enumerate(request.documents)]
-        query, *docs = self.visual_processor.items(labelled, resolver, pool)
-        head = rerank_query_prefix(request.instruction, side_content(query.text, query.n_images, query.n_videos))
-        texts = [
-            expand_placeholders(
-                head + rerank_document_suffix(side_content(d.text, d.n_images, d.n_videos)), query.visuals + d.visuals
-            )
-            for d in docs
-        ]
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-        sequences = [truncate_rerank_pair(ids, self.max_length, self.special_ids) for ids in encoded]
-        n_query_blocks = sum(v.placeholder.count("<|vision_start|>") for v in query.visuals)
-        shared = self._shared_length(sequences, n_query_blocks) if reuse_prefix and len(sequences) > 1 else 0
-        if shared * (len(sequences) - 1) < min_saved_tokens:
+        query, *docs = processed
+        limits = replace(
+            limits or PairLimits(max_length=self.max_length),
+            truncate=request.truncate,
+            direction=request.truncation_direction,
+        )
+        pairs = PairBuilder(self.prompt_tokenizer, limits).build(query, docs, request.instruction, _labels(request))
+        shared = self._shared_length(pairs, query) if reuse_prefix and len(pairs) > 1 else 0
+        if shared * (len(pairs) - 1) < min_saved_tokens:
             shared = 0
-        prefix = self._make_prefix(sequences[0][:shared] if shared else [], query.visuals if shared else [])
-        rows = [self._make_row(i, seq, prefix, query, d) for i, (seq, d) in enumerate(zip(sequences, docs))]
-        frames = sum(v.frames for item in [query, *docs] for v in item.visuals)
-        return PreparedRerank(prefix, rows, images=resolver.decoded, video_frames=frames)
+        computed = shared + sum(len(pair) - shared for pair in pairs)
+        if max_request_tokens is not None and computed > max_request_tokens:
+            raise SidecarError(
+                Kind.TOO_LARGE,
+                f"the request needs {computed} tokens of model input, over the limit of {max_request_tokens} per "
+                "request (--max-request-tokens); send fewer or shorter documents",
+            )
+        first = pairs[0]
+        prefix_ids = first.ids()[:shared] if shared > len(first.head) else first.head[:shared]
+        prefix = self._make_prefix(prefix_ids, query.visuals if shared else [])
+        heads: dict[int, torch.Tensor] = {}  # positions of each distinct head object
+        rows = [self._make_row(i, pair, prefix, query, d, heads) for i, (pair, d) in enumerate(zip(pairs, docs))]
+        frames = sum(v.frames for item in processed for v in item.visuals)
+        return PreparedRerank(prefix, rows, video_frames=frames)
 
-    def _shared_length(self, sequences: list[list[int]], n_query_blocks: int) -> int:
-        """Longest common prefix, ending before the documents' first vision block and the last token.
-
-        Document visuals share token ids but not content, so they never enter the prefix.
-        """
-        first = sequences[0]
+    def _shared_length(self, pairs: list[Pair], query: ProcessedItem) -> int:
+        """Longest common prefix of the pairs, ending before any document's vision block and each
+        pair's last token (document visuals share token ids but not content)."""
+        first = pairs[0]
+        if all(pair.head is first.head for pair in pairs):
+            limit = min(len(pair.rest) for pair in pairs) - 1
+            length = 0
+            while (
+                length < limit
+                and first.rest[length] != self.vision_start_id
+                and all(pair.rest[length] == first.rest[length] for pair in pairs)
+            ):
+                length += 1
+            return len(first.head) + length
+        # Heads cut differently (a query that fills the budget): compare whole sequences.
+        sequences = [pair.ids() for pair in pairs]
         limit = min(len(s) for s in sequences) - 1
-        length = 0
-        while length < limit and all(s[length] == first[length] for s in sequences):
+        n_query_blocks = sum(v.placeholder.count("<|vision_start|>") for v in query.visuals)
+        length = blocks = 0
+        while length < limit and all(s[length] == sequences[0][length] for s in sequences):
+            if sequences[0][length] == self.vision_start_id:
+                blocks += 1
+                if blocks > n_query_blocks:
+                    break
             length += 1
-        blocks_seen = 0
-        for index in range(length):
-            if first[index] == self.vision_start_id:
-                blocks_seen += 1
-                if blocks_seen > n_query_blocks:
-                    return index
         return length
 
     def _make_prefix(self, ids: list[int], visuals: list[Visual]) -> Prefix:
         return Prefix(ids, self.positions(ids, visuals), visuals)
 
     def _make_row(
-        self, index: int, seq: list[int], prefix: Prefix, query: ProcessedItem, doc: ProcessedItem
+        self,
+        index: int,
+        pair: Pair,
+        prefix: Prefix,
+        query: ProcessedItem,
+        doc: ProcessedItem,
+        heads: dict[int, torch.Tensor],
     ) -> PairRow:
-        p = len(prefix)
-        suffix = seq[p:]
-        if p and not doc.visuals:
-            start = int(prefix.positions[0, -1]) + 1
-            positions = torch.arange(start, start + len(suffix)).expand(3, -1)
+        """The pair's ids after the prefix, with their mRoPE positions.
+
+        Positions are shift-invariant (each segment starts at the previous maximum + 1), so the
+        document side's positions are computed alone and offset past the head's.
+        """
+        p, head = len(prefix), pair.head
+        if 0 < p < len(head):  # heads cut differently, prefix inside them: lay the whole pair out (rare)
+            ids = pair.ids()
+            positions = self.positions(ids, query.visuals + doc.visuals)[:, p:]
+            return PairRow(index, ids[p:], positions, doc.visuals, prefix, len(pair))
+        if id(head) not in heads:
+            heads[id(head)] = self.positions(head, query.visuals)
+        offset = int(heads[id(head)].max()) + 1 if head else 0
+        if doc.visuals:
+            rest = self.positions(pair.rest, doc.visuals) + offset
         else:
-            positions = self.positions(seq, query.visuals + doc.visuals)[:, p:]
-        visuals = doc.visuals if p else query.visuals + doc.visuals
-        return PairRow(index, suffix, positions, visuals, prefix, len(seq))
+            rest = torch.arange(offset, offset + len(pair.rest)).expand(3, -1)
+        if p == 0:  # no shared prefix: the row is the whole pair
+            positions = torch.cat([heads[id(head)], rest], dim=1)
+            return PairRow(index, pair.ids(), positions, query.visuals + doc.visuals, prefix, len(pair))
+        cut = p - len(head)
+        return PairRow(index, pair.rest[cut:], rest[:, cut:], doc.visuals, prefix, len(pair))
 
     # ---- model thread ------------------------------------------------------------------------
 
@@ -225,6 +289,11 @@ class RerankerModel(QwenBackend):
             values = torch.cat([_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in distinct])
             layers.append((keys.index_select(0, pick), values.index_select(0, pick)))
         return new_cache(layers)
+
+
+def _labels(request: RerankInput) -> list[str]:
+    """How errors name each document: `documents[3]`, or the caller's own field (`texts[3]` for TEI)."""
+    return [f"{request.documents_field}[{i}]" for i in range(len(request.documents))]
 
 
 def _left_pad(tensor: torch.Tensor | None, length: int, like: torch.Tensor) -> torch.Tensor:

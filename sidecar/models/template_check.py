@@ -1,6 +1,6 @@
 """Does the checkpoint's chat template render prompts exactly as `sidecar.prompts` builds them?
 
-The sidecar builds prompt strings itself (so it can split off the shared query prefix); the
+The sidecar builds prompts from pieces itself (so it can split off the shared query prefix); the
 official references render a conversation through the checkpoint's chat template. At load time a
 sample conversation with every part kind (text, image, video, empty side) goes through both; a
 difference means scores would drift from the reference's, so it is reported with its position.
@@ -9,13 +9,16 @@ difference means scores would drift from the reference's, so it is reported with
 from __future__ import annotations
 
 from sidecar.prompts import (
+    IMAGE_PLACEHOLDER,
     RERANK_DEFAULT_INSTRUCTION,
     RERANK_SYSTEM,
+    VIDEO_PLACEHOLDER,
     embed_instruction,
     embed_prompt,
-    rerank_document_suffix,
-    rerank_query_prefix,
-    side_content,
+    render,
+    rerank_document,
+    rerank_head,
+    side,
 )
 
 _QUERY_TEXT = "a red shoe"
@@ -39,21 +42,21 @@ def _rerank_pair() -> tuple[list[dict], str]:
         [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}],
         [{"type": "video"}, {"type": "text", "text": _DOCUMENT_TEXT}],
     )
-    ours = rerank_query_prefix(None, side_content(_QUERY_TEXT, 1, 0)) + rerank_document_suffix(
-        side_content(_DOCUMENT_TEXT, 0, 1)
+    ours = rerank_head(None, side(_QUERY_TEXT, [IMAGE_PLACEHOLDER])) + rerank_document(
+        side(_DOCUMENT_TEXT, [VIDEO_PLACEHOLDER])
     )
-    return conversation, ours
+    return conversation, render(ours)
 
 
 def _rerank_empty_document() -> tuple[list[dict], str]:
     """A text query against an empty document (rendered "NULL")."""
     conversation = _rerank_conversation([{"type": "text", "text": _QUERY_TEXT}], [{"type": "text", "text": "NULL"}])
-    return conversation, rerank_query_prefix(None, _QUERY_TEXT) + rerank_document_suffix(side_content("", 0, 0))
+    return conversation, render(rerank_head(None, side(_QUERY_TEXT)) + rerank_document(side("")))
 
 
 def _embed_item() -> tuple[list[dict], str]:
     conversation = _conversation(embed_instruction(None), [{"type": "image"}, {"type": "text", "text": _QUERY_TEXT}])
-    return conversation, embed_prompt(None, side_content(_QUERY_TEXT, 1, 0))
+    return conversation, render(embed_prompt(None, side(_QUERY_TEXT, [IMAGE_PLACEHOLDER])))
 
 
 def template_difference(processor, kind: str) -> str | None:

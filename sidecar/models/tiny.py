@@ -134,12 +134,19 @@ def build_processor():
 
 
 def make_tiny_model(
-    out_dir: str | Path, shape: str = "tiny", seed: int = 0, save_weights: bool = True, kind: str = "reranker"
+    out_dir: str | Path,
+    shape: str = "tiny",
+    seed: int = 0,
+    save_weights: bool = True,
+    kind: str = "reranker",
+    score_scale: float = 1.0,
 ) -> Path:
     """Write a randomly initialised Qwen3-VL checkpoint of `shape` to `out_dir` and return its path.
 
     `kind="reranker"` saves the full Qwen3VLForConditionalGeneration (the LM head holds the yes/no
     rows); `kind="embedding"` saves the base Qwen3VLModel only, as embedding checkpoints need no head.
+    `score_scale` multiplies the yes and no rows of the head, so a random model's scores spread
+    over a useful range (a test then sees a prompt change move a score far beyond float noise).
 
     With `save_weights=False` only config and processor files are written and the loader
     initialises random weights itself (useful for multi-GB benchmark shapes).
@@ -150,15 +157,19 @@ def make_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = build_config(SHAPES[shape])
+    processor = build_processor()
+    tok = processor.tokenizer
+    assert len(tok.encode("yes")) == 1 and len(tok.encode("no")) == 1
     if save_weights:
         torch.manual_seed(seed)
         model_cls = Qwen3VLModel if kind == "embedding" else Qwen3VLForConditionalGeneration
         model = model_cls(config).eval()
+        if kind == "reranker" and score_scale != 1.0:
+            with torch.no_grad():
+                for word in ("yes", "no"):
+                    model.lm_head.weight[tok.convert_tokens_to_ids(word)] *= score_scale
         model.save_pretrained(out)
     else:
         config.save_pretrained(out)
-    processor = build_processor()
     processor.save_pretrained(out)
-    tok = processor.tokenizer
-    assert len(tok.encode("yes")) == 1 and len(tok.encode("no")) == 1
     return out

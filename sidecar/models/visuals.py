@@ -1,8 +1,7 @@
 """Item -> model inputs: decoded media through the Qwen3-VL image/video processors, and prompt expansion.
 
-Shared by the reranker and the embedder. A `Visual` is one processed image or video with the
-number of placeholder tokens it occupies; `expand_placeholders` turns a prompt's compact
-placeholders into those tokens, as the Qwen3-VL processor does.
+Shared by the reranker and the embedder. A `Visual` is one processed image or video with its
+placeholder: the full run of vision tokens it occupies in a prompt, as the Qwen3-VL processor expands it.
 """
 
 from __future__ import annotations
@@ -13,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from sidecar.errors import SidecarError, invalid
-from sidecar.media import MediaResolver, VideoFrames, prepare_video_frames, resize_image
-from sidecar.prompts import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER
+from sidecar.errors import Kind, SidecarError, invalid
+from sidecar.media import MediaResolver, VideoFrames
+from sidecar.media.images import FACTOR
+from sidecar.media.video import frame_list_video, sampled_frames
 from sidecar.types import ItemInput
 
 IMAGE, VIDEO = 1, 2  # mm_token_type_ids values
@@ -53,14 +53,18 @@ class ProcessedItem:
 class VisualProcessor:
     """Runs the checkpoint's image and video processors on resolved media."""
 
-    def __init__(self, processor) -> None:
+    def __init__(self, processor, reject_vision_markers: bool = False) -> None:
+        # Where text may encode special tokens ("reference" mode), vision markers in it would misalign
+        # the image and video tokens with their features, so such text is refused.
+        self.reject_vision_markers = reject_vision_markers
         self.image_processor = processor.image_processor
         self.video_processor = processor.video_processor
         self.merge = self.image_processor.merge_size**2
         self.temporal_patch = self.video_processor.temporal_patch_size
 
     def image(self, image) -> Visual:
-        out = self.image_processor(images=[resize_image(image)], do_resize=False, return_tensors="pt")
+        """A picture already resized to the model's bounds (`MediaResolver.image`)."""
+        out = self.image_processor(images=[image], do_resize=False, return_tensors="pt")
         grid = out["image_grid_thw"][0]
         n = int(grid.prod()) // self.merge
         placeholder = "<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>"
@@ -109,15 +113,17 @@ class VisualProcessor:
 
     def item(self, item: ItemInput, where: str, resolver: MediaResolver) -> ProcessedItem:
         """Resolve and process every part of `item`; errors name `where` and the part."""
-        if any(marker in item.text for marker in RESERVED_MARKERS):
+        if self.reject_vision_markers and any(marker in item.text for marker in RESERVED_MARKERS):
             raise invalid(f"{where}.text contains a reserved vision token")
         visuals: list[Visual] = []
         for v, video in enumerate(item.videos):
             label = f"{where}.videos[{v}]"
             try:
-                if video.frames:
-                    images = [resolver.image(frame, f"{label}.frames[{f}]") for f, frame in enumerate(video.frames)]
-                    frames = prepare_video_frames(images)
+                if video.frames:  # only the sampled frames are decoded, one at a time
+                    picks = sampled_frames(len(video.frames))
+                    frames = frame_list_video(
+                        (resolver.frame(video.frames[f], f"{label}.frames[{f}]") for f in picks), len(picks)
+                    )
                 else:
                     frames = resolver.video(video.uri or "", video.fps or DEFAULT_VIDEO_FPS, f"{label}.uri")
                 visuals.append(self.video(frames))
@@ -125,28 +131,25 @@ class VisualProcessor:
                 raise
             except ValueError as exc:
                 raise invalid(f"{label}: {exc}") from None
-        for i, ref in enumerate(item.images):
-            label = f"{where}.images[{i}]"
-            image = resolver.image(ref, label)
+        images = [resolver.image(ref, f"{where}.images[{i}]") for i, ref in enumerate(item.images)]
+        tokens = sum(int(v.grid_thw.prod()) // self.merge for v in visuals) + sum(
+            image.width * image.height // (FACTOR * FACTOR) for image in images
+        )
+        cap = resolver.budget.max_pair_tokens
+        if cap is not None and tokens > cap:  # checked before the pictures are turned into model input
+            raise SidecarError(
+                Kind.TOO_LARGE,
+                f"{where} has {tokens} image and video tokens, over the limit of {cap} per pair (--max-pair-tokens)",
+            )
+        processed: dict[int, Visual] = {}  # a picture repeated in the item is processed once
+        for i, image in enumerate(images):
             try:
-                visuals.append(self.image(image))
+                if id(image) not in processed:
+                    processed[id(image)] = self.image(image)
+                visuals.append(processed[id(image)])
             except ValueError as exc:
-                raise invalid(f"{label}: {exc}") from None
+                raise invalid(f"{where}.images[{i}]: {exc}") from None
         return ProcessedItem(item.text, visuals)
-
-
-def expand_placeholders(prompt: str, visuals: list[Visual]) -> str:
-    """Replace each compact placeholder, in order, with its visual's full token run."""
-    pieces: list[str] = []
-    rest = prompt
-    for visual in visuals:
-        marker = IMAGE_PLACEHOLDER if visual.kind == IMAGE else VIDEO_PLACEHOLDER
-        head, found, rest = rest.partition(marker)
-        if not found:
-            raise AssertionError("prompt has fewer placeholders than visuals")
-        pieces += [head, visual.placeholder]
-    pieces.append(rest)
-    return "".join(pieces)
 
 
 def stack_visuals(visuals: list[Visual]) -> dict[str, torch.Tensor]:

@@ -26,6 +26,14 @@ from tests.connectors.engines_fixtures import (  # noqa: F401 - Elasticsearch/Op
     os_client,
     os_products,
 )
+from tests.connectors.server_engines import (  # noqa: F401 - Weaviate and Solr nodes, clients, collections
+    solr_node,
+    solr_products,
+    solr_url,
+    weaviate_client,
+    weaviate_node,
+    weaviate_products,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MILVUS_SCRIPT = REPO / "tests" / "engines" / "milvus.sh"
@@ -114,12 +122,6 @@ def milvus_products(milvus_lite, sidecar):
     from connectors.milvus import index_documents
 
     return index_documents(milvus_lite, "products", CORPUS, embed_client=sidecar, index_type="FLAT", progress=False)
-
-
-@pytest.fixture(params=["qdrant", "milvus-lite"])
-def products(request):
-    """The corpus indexed in each embedded engine, as a connector (dense, bm25 and hybrid)."""
-    return request.getfixturevalue({"qdrant": "qdrant_products", "milvus-lite": "milvus_products"}[request.param])
 
 
 @pytest.fixture(scope="session")

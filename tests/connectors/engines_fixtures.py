@@ -49,45 +49,52 @@ for _name, _clause in DSL_FILTERS.items():
     FILTERS[_name].setdefault("opensearch", _clause)
 
 
+# Per engine: its script's port variable, the path that identifies it, and how to recognise it there.
+NODES: dict[str, tuple[str, str, Callable[[dict, Any], bool]]] = {
+    "opensearch": ("OPENSEARCH_PORT", "/", lambda info, headers: info.get("version", {}).get("distribution") == "opensearch"),
+    "elasticsearch": ("ELASTICSEARCH_PORT", "/", lambda info, headers: headers.get("X-Elastic-Product") == "Elasticsearch"),
+    "weaviate": ("WEAVIATE_PORT", "/v1/meta", lambda info, headers: "version" in info and "modules" in info),
+    "solr": ("SOLR_PORT", "/solr/admin/info/system", lambda info, headers: "solr-spec-version" in info.get("lucene", {})),
+}  # fmt: skip
+
+
 @dataclass
 class EngineNode:
-    """One JVM engine run by its tests/engines script on a fixed loopback port."""
+    """One engine server run by its tests/engines script on a fixed loopback port."""
 
-    engine: str  # "opensearch" or "elasticsearch": the script name and the product
+    engine: str  # a key of NODES: the script name and the product
     port: int
     started: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}" + ("/solr" if self.engine == "solr" else "")
 
     def script(self, command: str, timeout: float) -> subprocess.CompletedProcess:
-        port_var = "OPENSEARCH_PORT" if self.engine == "opensearch" else "ELASTICSEARCH_PORT"
-        env = dict(os.environ, RERANK_ENGINE_RUN=ENGINE_RUN, **{port_var: str(self.port)})
+        env = dict(os.environ, RERANK_ENGINE_RUN=ENGINE_RUN, **{NODES[self.engine][0]: str(self.port)})
         script = REPO / "tests" / "engines" / f"{self.engine}.sh"
         return subprocess.run(["bash", str(script), command], env=env, capture_output=True, text=True, timeout=timeout)
 
     def answering(self) -> bool:
         """Whether the right product already answers on the port (another product there is a failure)."""
+        _, path, is_it = NODES[self.engine]
         try:
-            with urllib.request.urlopen(self.url + "/", timeout=3) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=3) as response:
                 info, headers = json.load(response), response.headers
         except OSError:
             return False  # nothing listens (or not HTTP): start it
         except ValueError:
             info, headers = {}, {}  # answers, but not with JSON
-        is_opensearch = info.get("version", {}).get("distribution") == "opensearch"
-        is_elasticsearch = headers.get("X-Elastic-Product") == "Elasticsearch"
-        if (self.engine == "opensearch" and is_opensearch) or (self.engine == "elasticsearch" and is_elasticsearch):
+        if is_it(info, headers):
             return True
         pytest.fail(
-            f"port {self.port} answers, but not as {self.engine}: {info}; set RERANK_TEST_{self.engine.upper()}_PORT"
+            f"port {self.port} answers, but not as {self.engine}: {str(info)[:300]}; set RERANK_TEST_{self.engine.upper()}_PORT"
         )
 
     def start(self) -> None:
         if self.answering():
             return
-        result = self.script("start", 1800)  # installs first when the cache is cold (downloads from Maven)
+        result = self.script("start", 1800)  # installs first when the cache is cold (Maven downloads, a Go build)
         if result.returncode != 0:
             pytest.fail(
                 f"tests/engines/{self.engine}.sh start failed (port {self.port}):\n{result.stdout}\n{result.stderr}"
@@ -99,7 +106,8 @@ class EngineNode:
             self.script("stop", 180)
 
 
-def _node(engine: str, default_port: int) -> Iterator[EngineNode]:
+def run_node(engine: str, default_port: int) -> Iterator[EngineNode]:
+    """The engine's node on RERANK_TEST_<ENGINE>_PORT (default `default_port`), stopped at the end if started here."""
     node = EngineNode(engine, int(os.environ.get(f"RERANK_TEST_{engine.upper()}_PORT", default_port)))
     node.start()
     try:
@@ -110,12 +118,12 @@ def _node(engine: str, default_port: int) -> Iterator[EngineNode]:
 
 @pytest.fixture(scope="session")
 def opensearch_node() -> Iterator[EngineNode]:
-    yield from _node("opensearch", 9250)
+    yield from run_node("opensearch", 9250)
 
 
 @pytest.fixture(scope="session")
 def elasticsearch_node() -> Iterator[EngineNode]:
-    yield from _node("elasticsearch", 9251)
+    yield from run_node("elasticsearch", 9251)
 
 
 @pytest.fixture(scope="session")
@@ -246,6 +254,8 @@ CONNECTORS = {
     "milvus-lite": ("connectors.milvus", "MilvusConnector", "milvus_lite", "milvus_products"),
     "elasticsearch": ("connectors.elasticsearch", "ElasticsearchConnector", "es_client", "es_products"),
     "opensearch": ("connectors.opensearch", "OpenSearchConnector", "os_client", "os_products"),
+    "weaviate": ("connectors.weaviate", "WeaviateConnector", "weaviate_client", "weaviate_products"),
+    "solr": ("connectors.solr", "SolrConnector", "solr_url", "solr_products"),
 }
 
 

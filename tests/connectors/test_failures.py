@@ -17,14 +17,14 @@ from tests.connectors.corpus import CORPUS, QUERY, engine_filter
 # --- sidecar down, late, or refusing -----------------------------------------------------------
 
 
-def test_sidecar_down_raises_a_typed_error_naming_the_target(products, down_client, down_target):
+def scenario_sidecar_down_raises_a_typed_error_naming_the_target(products, down_client, down_target):
     with pytest.raises(RerankUnavailableError) as caught:
         search_and_rerank(products, QUERY, mode="bm25", rerank_client=down_client)
     assert caught.value.target == down_target and down_target in str(caught.value)
     assert caught.value.code == grpc.StatusCode.UNAVAILABLE and caught.value.operation == "rerank"
 
 
-def test_sidecar_down_can_fall_back_to_the_first_stage(products, down_client):
+def scenario_sidecar_down_can_fall_back_to_the_first_stage(products, down_client):
     first_stage = products.search(QUERY, None, 10, "bm25")
     results = search_and_rerank(
         products, QUERY, top_k=10, top_n=3, mode="bm25", rerank_client=down_client, on_rerank_failure="first_stage"
@@ -35,7 +35,7 @@ def test_sidecar_down_can_fall_back_to_the_first_stage(products, down_client):
     assert all(r.rerank_score is None and r.rerank_logit is None for r in results)
 
 
-async def test_async_sidecar_down_both_policies(products, down_target):
+async def scenario_async_sidecar_down_both_policies(products, down_target):
     from sidecar.client import AsyncRerankerClient
 
     async with AsyncRerankerClient(down_target, timeout=2, retries=0) as client:
@@ -47,7 +47,7 @@ async def test_async_sidecar_down_both_policies(products, down_target):
     assert len(results) == 2 and not any(r.reranked for r in results)
 
 
-def test_deadline_exceeded_is_unavailable_too(products, sidecar, sidecar_server):
+def scenario_deadline_exceeded_is_unavailable_too(products, sidecar, sidecar_server):
     from sidecar.client import RerankerClient
 
     with RerankerClient(sidecar_server.target, timeout=0.0005, retries=0) as late:
@@ -60,7 +60,7 @@ def test_deadline_exceeded_is_unavailable_too(products, sidecar, sidecar_server)
     assert results and not any(r.reranked for r in results)
 
 
-def test_separate_embed_client_serves_the_query_when_the_reranker_is_down(products, sidecar, down_client):
+def scenario_separate_embed_client_serves_the_query_when_the_reranker_is_down(products, sidecar, down_client):
     results = search_and_rerank(
         products, QUERY, top_k=3, mode="dense", embed_client=sidecar, rerank_client=down_client,
         on_rerank_failure="first_stage",
@@ -68,12 +68,12 @@ def test_separate_embed_client_serves_the_query_when_the_reranker_is_down(produc
     assert len(results) == 3 and not any(r.reranked for r in results)
 
 
-def test_query_embedding_needs_the_sidecar(products, down_client, down_target):
+def scenario_query_embedding_needs_the_sidecar(products, down_client, down_target):
     with pytest.raises(EmbedUnavailableError, match=down_target):
         search_and_rerank(products, QUERY, mode="dense", rerank_client=down_client, on_rerank_failure="first_stage")
 
 
-def test_empty_first_stage_never_calls_the_sidecar(products, down_client):
+def scenario_empty_first_stage_never_calls_the_sidecar(products, down_client):
     flt = engine_filter(products, "none")
     assert search_and_rerank(products, QUERY, mode="bm25", filter=flt, rerank_client=down_client) == []
 
@@ -89,13 +89,13 @@ def test_empty_first_stage_never_calls_the_sidecar(products, down_client):
         (dict(on_rerank_failure="ignore"), "on_rerank_failure"),
     ],
 )
-def test_bad_arguments_fail_before_any_call(products, down_client, kwargs, message):
+def scenario_bad_arguments_fail_before_any_call(products, down_client, kwargs, message):
     with pytest.raises(ValueError, match=message):
         search_and_rerank(products, QUERY, rerank_client=down_client, **kwargs)
 
 
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
-def test_lexical_modes_need_query_text(products, down_client, mode):
+def scenario_lexical_modes_need_query_text(products, down_client, mode):
     with pytest.raises(ValueError, match="needs query text"):
         search_and_rerank(products, "https://example.com/shoe.png", mode=mode, rerank_client=down_client)
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["torch", "transformers", "torchvision", "qdrant_client", "pymilvus"]
+HEAVY = ["torch", "transformers", "torchvision", "qdrant_client", "pymilvus", "weaviate", "pysolr"]
 
 
 def loaded_after(statement: str) -> list[str]:
@@ -27,3 +27,5 @@ def test_public_api_is_importable_without_torch():
 def test_engine_connectors_load_only_their_client():
     assert loaded_after("from connectors import QdrantConnector") == ["qdrant_client"]
     assert loaded_after("from connectors.milvus import MilvusConnector") == ["pymilvus"]
+    assert loaded_after("from connectors import WeaviateConnector") == ["weaviate"]
+    assert loaded_after("from connectors.solr import SolrConnector") == ["pysolr"]

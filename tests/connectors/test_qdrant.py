@@ -46,15 +46,19 @@ def test_unnamed_vector_and_custom_payload_names(catalogue, sidecar, media_root)
 
 
 def test_fusion_dbsf(qdrant_local, qdrant_products, embed_query):
+    """Distribution-based fusion reaches Qdrant: its scores are not reciprocal ranks."""
     from connectors.qdrant import QdrantConnector
 
     connector = QdrantConnector(qdrant_local, "products", qdrant_products.mapping, fusion="dbsf")
+    rrf = QdrantConnector(qdrant_local, "products", qdrant_products.mapping, fusion="rrf")
     vector = embed_query(QUERY)
     hits = connector.search(QUERY, vector, 4, "hybrid")
     union = {h.id for h in connector.search(None, vector, 4, "dense")} | {
         h.id for h in connector.search(QUERY, None, 4, "bm25")
     }
     assert len(hits) == 4 and {h.id for h in hits} <= union
+    reciprocal = {round(h.score, 6) for h in rrf.search(QUERY, vector, 4, "hybrid")}
+    assert {round(h.score, 6) for h in hits}.isdisjoint(reciprocal)
 
 
 def test_wrong_vector_size_is_an_engine_error(qdrant_products):

@@ -33,7 +33,7 @@ def sidecar_order(sidecar, query, hits) -> tuple[list, list[float]]:
 # --- first stage -------------------------------------------------------------------------------
 
 
-def test_dense_returns_the_nearest_documents(products, doc_vectors, embed_query):
+def scenario_dense_returns_the_nearest_documents(products, doc_vectors, embed_query):
     vector = embed_query(QUERY)
     hits = products.search(None, vector, 4, "dense")
     assert [h.id for h in hits] == brute_force(doc_vectors, vector)[:4]
@@ -41,7 +41,7 @@ def test_dense_returns_the_nearest_documents(products, doc_vectors, embed_query)
     assert hits[0].score >= hits[-1].score
 
 
-def test_bm25_returns_the_documents_with_the_terms(products):
+def scenario_bm25_returns_the_documents_with_the_terms(products):
     hits = products.search(QUERY, None, 10, "bm25")
     assert {h.id for h in hits} == containing("red", "shoes")
     assert all(h.score > 0 for h in hits)  # Milvus may negate BM25 distances; hits never are
@@ -49,7 +49,7 @@ def test_bm25_returns_the_documents_with_the_terms(products):
     assert [h.id for h in products.search("shoes", None, 10, "bm25")] == [1, 7, 0]
 
 
-def test_hybrid_fuses_dense_and_bm25(products, embed_query):
+def scenario_hybrid_fuses_dense_and_bm25(products, embed_query):
     vector = embed_query(QUERY)
     dense = [h.id for h in products.search(None, vector, 4, "dense")]
     lexical = [h.id for h in products.search(QUERY, None, 4, "bm25")]
@@ -59,14 +59,14 @@ def test_hybrid_fuses_dense_and_bm25(products, embed_query):
     assert ids[0] in {dense[0], lexical[0]} | (set(dense) & set(lexical))
 
 
-def test_hybrid_winner_of_both_lists_comes_first(products, doc_vectors):
+def scenario_hybrid_winner_of_both_lists_comes_first(products, doc_vectors):
     # doc 0 is its own nearest neighbour and the only document with "running" or "sole"
     hits = products.search("running sole", doc_vectors[0], 3, "hybrid")
     assert [h.id for h in hits] == [h.id for h in products.search(None, doc_vectors[0], 3, "dense")]
     assert hits[0].id == 0
 
 
-def test_hit_carries_fields_text_and_image_references(products):
+def scenario_hit_carries_fields_text_and_image_references(products):
     hits = {h.id: h for h in products.search(QUERY, None, 10, "bm25")}
     assert hits[0].fields["color"] == "red" and hits[0].fields["price"] == 60
     assert hits[0].text == BY_ID[0].text and hits[0].image_refs == ["red.png"]
@@ -78,7 +78,7 @@ def test_hit_carries_fields_text_and_image_references(products):
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_rerank_order_is_the_sidecars_own_order(products, sidecar, mode):
+def scenario_rerank_order_is_the_sidecars_own_order(products, sidecar, mode):
     results = search_and_rerank(products, QUERY, top_k=5, top_n=None, mode=mode, rerank_client=sidecar)
     vector = sidecar_vector(sidecar, products) if mode != "bm25" else None
     hits = products.search(QUERY, vector, 5, mode)
@@ -95,13 +95,13 @@ def sidecar_vector(sidecar, connector) -> list[float]:
     return list(sidecar.embed([QUERY], dimensions=connector.vector_size or 0).embeddings[0].values)
 
 
-def test_top_n_keeps_the_best(products, sidecar):
+def scenario_top_n_keeps_the_best(products, sidecar):
     everything = search_and_rerank(products, QUERY, top_k=8, top_n=None, mode="bm25", rerank_client=sidecar)
     best = search_and_rerank(products, QUERY, top_k=8, top_n=2, mode="bm25", rerank_client=sidecar)
     assert [r.id for r in best] == [r.id for r in everything[:2]]
 
 
-def test_stored_image_references_reach_the_sidecar(products, sidecar, media_root):
+def scenario_stored_image_references_reach_the_sidecar(products, sidecar, media_root):
     results = search_and_rerank(products, QUERY, top_k=8, top_n=None, mode="bm25", rerank_client=sidecar)
     assert any(r.image_refs for r in results)
     order = sorted(results, key=lambda r: r.first_stage_rank)  # the request the pipeline sent
@@ -118,7 +118,7 @@ def test_stored_image_references_reach_the_sidecar(products, sidecar, media_root
             assert abs(r.rerank_logit - without[r.id]) > 1e-5, r.id  # and the pixels mattered
 
 
-def test_image_and_text_plus_image_queries(products, sidecar, media_root):
+def scenario_image_and_text_plus_image_queries(products, sidecar, media_root):
     by_path = search_and_rerank(products, media_root / "red.png", top_k=3, mode="dense", rerank_client=sidecar)
     by_ref = search_and_rerank(products, "file://red.png", top_k=3, mode="dense", rerank_client=sidecar)
     assert [r.id for r in by_path] == [r.id for r in by_ref] and len(by_path) == 3
@@ -129,7 +129,7 @@ def test_image_and_text_plus_image_queries(products, sidecar, media_root):
     assert len(mixed) == 4 and all(r.reranked for r in mixed)
 
 
-def test_query_vector_skips_the_embedding(products, sidecar, doc_vectors):
+def scenario_query_vector_skips_the_embedding(products, sidecar, doc_vectors):
     vector = doc_vectors[5]  # the document's own embedding: it is its own nearest neighbour
     results = search_and_rerank(
         products, QUERY, top_k=3, top_n=None, mode="dense", query_vector=vector, rerank_client=sidecar
@@ -142,7 +142,7 @@ def test_query_vector_skips_the_embedding(products, sidecar, doc_vectors):
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_filters_pass_through(products, sidecar, mode, doc_vectors, embed_query):
+def scenario_filters_pass_through(products, sidecar, mode, doc_vectors, embed_query):
     flt = engine_filter(products, "red")
     results = search_and_rerank(products, QUERY, top_k=10, top_n=None, mode=mode, filter=flt, rerank_client=sidecar)
     allowed = {d.id for d in CORPUS if MATCHES["red"](d)}
@@ -152,7 +152,7 @@ def test_filters_pass_through(products, sidecar, mode, doc_vectors, embed_query)
         assert [r.id for r in first_stage] == brute_force(doc_vectors, embed_query(QUERY), sorted(allowed))
 
 
-def test_numeric_filter(products, sidecar):
+def scenario_numeric_filter(products, sidecar):
     results = search_and_rerank(
         products, "shoes", top_k=10, mode="bm25", filter=engine_filter(products, "cheap"), rerank_client=sidecar
     )
@@ -160,19 +160,19 @@ def test_numeric_filter(products, sidecar):
     assert {r.id for r in results} == {0, 1}  # shoes under 100 (7 costs 150)
 
 
-def test_top_k_larger_than_the_collection(products, sidecar):
+def scenario_top_k_larger_than_the_collection(products, sidecar):
     results = search_and_rerank(products, QUERY, top_k=500, top_n=None, mode="dense", rerank_client=sidecar)
     assert sorted(r.id for r in results) == [d.id for d in CORPUS]
     assert all(r.reranked for r in results)
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_no_candidates_gives_an_empty_list(products, sidecar, mode):
+def scenario_no_candidates_gives_an_empty_list(products, sidecar, mode):
     flt = engine_filter(products, "none")
     assert search_and_rerank(products, QUERY, mode=mode, filter=flt, rerank_client=sidecar) == []
 
 
-def test_unknown_words_give_no_bm25_candidates(products, sidecar):
+def scenario_unknown_words_give_no_bm25_candidates(products, sidecar):
     assert search_and_rerank(products, "zebra", mode="bm25", rerank_client=sidecar) == []
 
 
@@ -180,7 +180,7 @@ def test_unknown_words_give_no_bm25_candidates(products, sidecar):
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
-async def test_async_twin_gives_the_same_results(products, sidecar, sidecar_server, mode):
+async def scenario_async_twin_gives_the_same_results(products, sidecar, sidecar_server, mode):
     from sidecar.client import AsyncRerankerClient
 
     expected = search_and_rerank(products, QUERY, top_k=6, top_n=4, mode=mode, rerank_client=sidecar)

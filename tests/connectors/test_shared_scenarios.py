@@ -1,10 +1,10 @@
-"""The shared connector scenarios, run on all four engines: Qdrant, Milvus Lite, Elasticsearch, OpenSearch.
+"""The shared connector scenarios, run on every engine: Qdrant, Milvus Lite, Elasticsearch, OpenSearch, Weaviate, Solr.
 
-Every scenario of test_search_and_rerank.py and test_failures.py that takes the `products`
-fixture is collected here a second time, with this module's `products`: the same corpus indexed
-by each engine's helper. The scenarios are written once; an engine joins the suite by adding
-its fixture to PRODUCTS. The field-mapping scenarios below use `build`, a per-engine factory
-of connectors over that corpus.
+The scenarios are the `scenario_*` functions of test_search_and_rerank.py and test_failures.py
+(written there beside the tests they share helpers with, and collected only here), run with this
+module's `products`: the same corpus indexed by each engine's helper. The scenarios are written
+once; an engine joins the suite by adding its fixture to PRODUCTS. The field-mapping scenarios
+below use `build`, a per-engine factory of connectors over that corpus.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ PRODUCTS = {
     "milvus-lite": "milvus_products",
     "elasticsearch": "es_products",
     "opensearch": "os_products",
+    "weaviate": "weaviate_products",
+    "solr": "solr_products",
 }
 
 
@@ -41,9 +43,11 @@ def _scenarios() -> dict:
     found: dict = {}
     for module in (test_search_and_rerank, test_failures):
         for name, function in vars(module).items():
-            if name.startswith("test_") and "products" in inspect.signature(function).parameters:
-                assert name not in found, f"scenario {name} is defined twice"
-                found[name] = function
+            if name.startswith("scenario_"):
+                test = "test_" + name.removeprefix("scenario_")
+                assert test not in found, f"scenario {name} is defined twice"
+                assert "products" in inspect.signature(function).parameters, f"{name} does not take products"
+                found[test] = function
     return found
 
 

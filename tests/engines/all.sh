@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Install, start, stop or show every test engine (OpenSearch, Elasticsearch, Milvus),
+# Install, start, stop or show every test engine (OpenSearch, Elasticsearch, Milvus, Weaviate, Solr),
 # printing the time each step took. `start` stops the engines it already started
 # when a later one fails, then exits non-zero.
 #
 # Usage: tests/engines/all.sh {install|start|stop|status|clean}   (clean: stop, delete run data)
 #
 # Environment:
-#   RERANK_ENGINES  engines to act on, in order (default: "opensearch elasticsearch milvus")
+#   RERANK_ENGINES  engines to act on, in order (default: "opensearch elasticsearch milvus weaviate solr")
 #   plus everything the per-engine scripts read (ports, heap sizes, cache and run dirs).
 set -euo pipefail
 
@@ -15,7 +15,7 @@ ENGINE_NAME=all
 # shellcheck source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-read -r -a ENGINES <<<"${RERANK_ENGINES:-opensearch elasticsearch milvus}"
+read -r -a ENGINES <<<"${RERANK_ENGINES:-opensearch elasticsearch milvus weaviate solr}"
 
 step() {
     local engine="$1" action="$2" t0 rc=0

@@ -169,3 +169,56 @@ show_log_tail() {
 
 now_s() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now_s)" 'BEGIN {printf "%.1f", b - a}'; }
+
+# Wait until URL answers 2xx, the launched process exits (fail), or TIMEOUT seconds pass (fail).
+#   wait_http_ok URL TIMEOUT T0
+wait_http_ok() {
+    local url="$1" timeout="$2" t0="$3" deadline
+    deadline=$(($(date +%s) + timeout))
+    while (($(date +%s) < deadline)); do
+        if curl -fsS --max-time 5 -o /dev/null "$url" 2>/dev/null; then
+            say "answering at $url after $(elapsed "$t0")s"
+            return 0
+        fi
+        if [[ -n "${LAUNCHED_PID:-}" ]] && ! kill -0 "$LAUNCHED_PID" 2>/dev/null; then
+            say "the process exited during startup"
+            return 1
+        fi
+        sleep 1
+    done
+    say "no answer from $url within ${timeout}s"
+    return 1
+}
+
+# The status verb shared by the scripts: pid, memory, and one HTTP probe.
+#   report_status PID URL PROBE_URL     (PID empty: not running)
+report_status() {
+    local pid="$1" url="$2" probe="$3"
+    if [[ -z "$pid" ]]; then
+        say "not running"
+        return 3
+    fi
+    say "running: pid $pid, RSS $(rss_mib "$pid") MiB, $url"
+    curl -fsS --max-time 5 "$probe" || { say "HTTP not answering"; return 1; }
+    echo
+}
+
+# Go toolchain for building engines from the Go module proxy: go on PATH, else /usr/local/go.
+find_go() {
+    if command -v go >/dev/null 2>&1; then command -v go; return; fi
+    [[ -x /usr/local/go/bin/go ]] && { echo /usr/local/go/bin/go; return; }
+    die "no Go toolchain found (go on PATH or /usr/local/go/bin/go)"
+}
+
+# A Java 17 home for the JVM engines: OVERRIDE when set, else Java 17 (or 21) under /usr/lib/jvm,
+# else the java on PATH.
+#   find_java_home OVERRIDE
+find_java_home() {
+    if [[ -n "${1:-}" ]]; then printf '%s\n' "$1"; return; fi
+    local d java
+    for d in /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64 /usr/lib/jvm/java-21-openjdk-amd64; do
+        [[ -x "$d/bin/java" ]] && { printf '%s\n' "$d"; return; }
+    done
+    java="$(command -v java)" || die "no Java found; set the engine's JAVA_HOME variable"
+    dirname "$(dirname "$(readlink -f "$java")")"
+}

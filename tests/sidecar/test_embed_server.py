@@ -51,7 +51,6 @@ def test_embed_then_rerank_over_grpc(both):
 @pytest.mark.parametrize(
     "request_, message",
     [
-        (pb.EmbedRequest(inputs=[pb.Item(text="ok"), pb.Item()]), "inputs[1] has no text, image or video"),
         (pb.EmbedRequest(inputs=[pb.Item(text="ok")], dimensions=4096), "dimensions 4096 exceeds"),
         (
             pb.EmbedRequest(inputs=[pb.Item(text="ok"), pb.Item(images=[pb.Media(data=b"junk")])]),

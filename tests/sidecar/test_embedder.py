@@ -20,6 +20,7 @@ CASES = {
     "image": dict(images=[IMG_A]),
     "text+image": dict(text="what is this", images=[IMG_B]),
     "frames": dict(frames=FRAMES),
+    "empty": dict(),  # the reference embeds an input with nothing in it as the text "NULL"
 }
 
 

@@ -114,9 +114,87 @@ def test_private_addresses_are_refused_by_default():
         "http://localhost/x.png",
         "http://169.254.169.254/latest",
         "http://10.0.0.1/a",
+        "http://[::127.0.0.1]/x.png",  # IPv4-compatible
+        "http://[::ffff:127.0.0.1]/x.png",  # IPv4-mapped
+        "http://[64:ff9b::a9fe:a9fe]/latest",  # NAT64 of 169.254.169.254
+        "http://[2002:7f00:1::]/x.png",  # 6to4 of 127.0.0.1
     ]:
         with pytest.raises(SidecarError, match="non-public address"):
             resolve(MediaRef(uri=url))
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::808:808", True),  # NAT64 of a public address
+        ("::127.0.0.1", False),
+        ("::ffff:10.1.2.3", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b:1::c0a8:1", False),  # local-use NAT64 of 192.168.0.1
+        ("2002:7f00:1::", False),
+        ("2002:a9fe:a9fe::1", False),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", False),  # Teredo whose client is 127.0.0.1
+        ("fe80::1%eth0", False),
+        ("ff02::1", False),
+    ],
+)
+def test_addresses_embedding_private_ipv4_are_not_public(address, public):
+    from sidecar.media.fetch import is_public
+
+    assert is_public(address) is public
+
+
+def test_phone_mpo_jpegs_decode_to_their_primary_picture():
+    """A multi-picture JPEG (the format phone cameras write) is read as its first picture."""
+    primary = Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    second = Image.new("RGB", (64, 48), (255, 0, 0))
+    buffer = io.BytesIO()
+    primary.save(buffer, "MPO", save_all=True, append_images=[second])
+    data = buffer.getvalue()
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    as_jpeg = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(as_jpeg, "PNG")  # the first picture, decoded as Pillow reads it
+    expected = resize_image(Image.open(io.BytesIO(as_jpeg.getvalue())).convert("RGB"))
+    assert np.array_equal(np.array(resolve(MediaRef(data=data))), np.array(expected))
+
+
+def test_a_request_pixel_budget_refuses_before_decoding():
+    """Charged from the header: the image that would pass the budget is never decoded."""
+    from sidecar.budgets import RequestBudget
+
+    budget = RequestBudget(max_pixels=100 * 100 + 50 * 50)
+    resolver = MediaResolver(MediaPolicy(), budget)
+    resolver.image(MediaRef(data=png_bytes(100, 100, seed=1)), "documents[0].images[0]")
+    resolver.image(MediaRef(data=png_bytes(50, 50, seed=2)), "documents[1].images[0]")
+    with pytest.raises(SidecarError) as info:
+        resolver.image(MediaRef(data=png_bytes(10, 10, seed=3)), "documents[2].images[0]")
+    assert info.value.kind is Kind.TOO_LARGE
+    assert info.value.message.startswith("documents[2].images[0]:") and "--max-request-pixels" in info.value.message
+    assert resolver.decoded == 2
+
+
+def test_image_tokens_count_against_the_request_before_decoding():
+    from sidecar.budgets import RequestBudget
+
+    resolver = MediaResolver(MediaPolicy(), RequestBudget(max_tokens=40))
+    data = png_bytes(160, 160, seed=4)  # 5 x 5 blocks of 32 = 25 tokens
+    resolver.image(MediaRef(data=data), "documents[0].images[0]")
+    with pytest.raises(SidecarError, match="--max-request-tokens") as info:
+        resolver.image(MediaRef(data=data), "documents[1].images[0]")  # the same picture used again: 50 > 40
+    assert info.value.message.startswith("documents[1].images[0]:")
+
+
+def test_a_cancelled_request_stops_before_fetching():
+    from sidecar.budgets import RequestBudget
+
+    budget = RequestBudget()
+    budget.cancelled.set()
+    with pytest.raises(SidecarError) as info:
+        MediaResolver(MediaPolicy(), budget).image(MediaRef(data=png_bytes(20, 20, seed=5)), "query.images[0]")
+    assert info.value.kind is Kind.CANCELLED
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -166,8 +244,9 @@ def test_http_fetch_limits(http_server):
         "/gone.png": (404, {}, b"", 0),
     }
     policy = MediaPolicy(allow_private_urls=True, read_timeout_s=1.0, max_bytes=len(image) * 10, max_redirects=2)
-    assert resolve(MediaRef(uri=f"{http_server}/ok.png"), policy).size == (50, 40)
-    assert resolve(MediaRef(uri=f"{http_server}/redirect"), policy).size == (50, 40)
+    expected = np.array(resize_image(Image.open(io.BytesIO(image)).convert("RGB")))  # resized to the model's bounds
+    assert np.array_equal(np.array(resolve(MediaRef(uri=f"{http_server}/ok.png"), policy)), expected)
+    assert np.array_equal(np.array(resolve(MediaRef(uri=f"{http_server}/redirect"), policy)), expected)
     with pytest.raises(SidecarError, match="redirects"):
         resolve(MediaRef(uri=f"{http_server}/loop"), policy)
     with pytest.raises(SidecarError, match="limit") as info:

@@ -55,6 +55,9 @@ def engine_logits(reranker, query: dict, documents: list[dict], reuse_prefix: bo
     return reranker.forward_rows(prepared.rows).tolist()
 
 
+LOGIT_TOLERANCE = 1e-4  # engine vs reference, fp32; probabilities within 1e-5
+
+
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
@@ -69,7 +72,7 @@ def test_scores_match_reference(reranker, tiny_loaded, case, reuse_prefix):
     got = engine_logits(reranker, query, [document, document], reuse_prefix)
     for logit in got:
         assert abs(sigmoid(logit) - sigmoid(expected)) < 1e-5
-        assert abs(logit - expected) < 1e-4
+        assert abs(logit - expected) < LOGIT_TOLERANCE
 
 
 def test_custom_instruction_changes_the_prompt(reranker, tiny_loaded):
@@ -79,5 +82,27 @@ def test_custom_instruction_changes_the_prompt(reranker, tiny_loaded):
     expected = reference_logit(model, processor, reference_item(**query), reference_item(**document), instruction)
     default = reference_logit(model, processor, reference_item(**query), reference_item(**document))
     got = engine_logits(reranker, query, [document, document], True, instruction)
-    assert abs(got[0] - expected) < 1e-4
-    assert abs(expected - default) > 1e-6  # the instruction really reached the model
+    assert abs(got[0] - expected) < LOGIT_TOLERANCE
+    assert abs(expected - default) > 100 * LOGIT_TOLERANCE  # the instruction really reached the model
+
+
+# Each rule of the reference prompt, broken on purpose: a parity check passes only if the engine
+# follows the rule, because breaking it moves the score by far more than the parity tolerance.
+MUTATIONS = {
+    "instruction": ("text/text", {"instruction": "Find product descriptions matching the query."}),
+    "system prompt": ("text/text", {"system": "Judge whether the Document is relevant to the Query."}),
+    "NULL for an empty side": ("empty document", {"null": ""}),
+    "media before text": ("text+image/text+image", {"text_first": True}),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_each_prompt_rule_moves_the_score_far_beyond_the_tolerance(reranker, tiny_loaded, mutation):
+    model, processor = tiny_loaded
+    case, variant = MUTATIONS[mutation]
+    query, document = CASES[case]
+    right = reference_logit(model, processor, reference_item(**query), reference_item(**document))
+    wrong = reference_logit(model, processor, reference_item(**query), reference_item(**document), **variant)
+    assert abs(right - wrong) > 100 * LOGIT_TOLERANCE, f"{mutation}: {right} vs {wrong}"
+    got = engine_logits(reranker, query, [document, document], True)
+    assert abs(got[0] - right) < LOGIT_TOLERANCE

@@ -12,6 +12,7 @@ from sidecar.errors import Kind, SidecarError
 from sidecar.scheduler import Engine
 from sidecar.settings import Settings
 from sidecar.types import ItemInput, MediaRef, RerankInput
+from tests.conftest import png_bytes
 from tests.sidecar.test_parity import IMG_A, IMG_B
 
 WORDS = "red blue bicycle shoe lamp garden river coffee table window phone camera jacket".split()
@@ -25,6 +26,11 @@ def documents(n: int, seed: int = 0) -> tuple[ItemInput, ...]:
         images = (MediaRef(data=IMG_A if i % 2 else IMG_B),) if i % 7 == 3 else ()
         docs.append(ItemInput(text=text, images=images, id=f"d{i}"))
     return tuple(docs)
+
+
+def assert_spread(logits: list[float]) -> None:
+    """The comparisons below mean something only if the scores differ well beyond their tolerance."""
+    assert max(logits) - min(logits) > 100 * 1e-4
 
 
 def run(engine: Engine, *requests: RerankInput, deadline: float | None = None):
@@ -58,6 +64,7 @@ def test_one_request_of_50_equals_50_single_requests(make_engine, query):
     docs = documents(50)
     (together,) = run(engine, RerankInput(query, docs))
     singles = run(engine, *(RerankInput(query, (d,)) for d in docs))
+    assert_spread(together.logits)
     for i, single in enumerate(singles):
         assert abs(together.logits[i] - single.logits[0]) < 1e-4
 
@@ -69,6 +76,7 @@ def test_shuffling_documents_permutes_scores(make_engine):
     random.Random(5).shuffle(order)
     (plain,) = run(engine, RerankInput(QUERY, docs))
     (shuffled,) = run(engine, RerankInput(QUERY, tuple(docs[i] for i in order)))
+    assert_spread(plain.logits)
     for position, original in enumerate(order):
         assert abs(shuffled.logits[position] - plain.logits[original]) < 1e-4
 
@@ -79,6 +87,7 @@ def test_prefix_reuse_on_and_off_give_equal_scores(make_engine, query):
     (on,) = run(make_engine(prefix_reuse=True, max_batch_tokens=1024), RerankInput(query, docs))
     (off,) = run(make_engine(prefix_reuse=False), RerankInput(query, docs))
     assert on.timings.computed_tokens < off.timings.computed_tokens == on.timings.input_tokens
+    assert_spread(on.logits)
     for a, b in zip(on.logits, off.logits, strict=True):
         assert abs(a - b) < 1e-4
 
@@ -95,6 +104,7 @@ def test_concurrent_requests_share_batches_and_keep_their_scores(make_engine):
     sequential = [run(engine, r)[0].logits for r in requests]
     concurrent = [o.logits for o in run(engine, *requests)]
     assert engine.mixed_batches >= 1  # rows of several requests went through one forward
+    assert_spread([logit for logits in sequential for logit in logits])
     for seq, conc in zip(sequential, concurrent, strict=True):
         for a, b in zip(seq, conc, strict=True):
             assert abs(a - b) < 1e-4
@@ -148,3 +158,76 @@ def test_empty_documents_give_empty_results_without_model_work(make_engine):
     engine = make_engine()
     (outcome,) = run(engine, RerankInput(QUERY, ()))
     assert outcome.logits == [] and engine.batches_run == 0
+
+
+def image_documents(n: int, seed: int, size: int = 320) -> tuple[ItemInput, ...]:
+    return tuple(ItemInput(images=(MediaRef(data=png_bytes(size, size, seed=seed * 1000 + i)),)) for i in range(n))
+
+
+def test_a_small_request_is_not_stuck_behind_large_ones(make_engine):
+    """Preparation serves requests in turn: one image behind 2 x 30 finishes first."""
+    engine = make_engine(media_workers=2, preprocess_workers=1)
+    large = [RerankInput(QUERY, image_documents(30, seed)) for seed in (1, 2)]
+    small = RerankInput(QUERY, image_documents(1, 3))
+
+    async def main():
+        finished: list[str] = []
+
+        async def timed(name: str, request: RerankInput):
+            await engine.rerank(request)
+            finished.append(name)
+
+        tasks = [asyncio.ensure_future(timed(f"large{i}", r)) for i, r in enumerate(large)]
+        while engine._media.queued() < 40:  # both large requests have queued their images
+            await asyncio.sleep(0.01)
+        tasks.append(asyncio.ensure_future(timed("small", small)))
+        await asyncio.gather(*tasks)
+        return finished
+
+    assert asyncio.run(main())[0] == "small"
+
+
+def test_a_cancelled_request_stops_fetching_and_decoding(make_engine):
+    """Its queued media tasks are dropped and running ones stop: the image server sees no more requests."""
+    import http.server
+    import threading
+
+    hits, image = [], png_bytes(64, 64, seed=4)
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            hits.append(self.path)
+            time.sleep(0.1)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    engine = make_engine(media_workers=2, allow_private_urls=True)
+    url = f"http://127.0.0.1:{server.server_port}"
+    docs = tuple(ItemInput(images=(MediaRef(uri=f"{url}/{i}.png"),)) for i in range(60))
+
+    async def main():
+        task = asyncio.ensure_future(engine.rerank(RerankInput(QUERY, docs)))
+        while len(hits) < 4:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        at_cancel = len(hits)
+        await asyncio.sleep(0.6)
+        return at_cancel, len(hits)
+
+    try:
+        at_cancel, later = asyncio.run(main())
+    finally:
+        server.shutdown()
+    assert engine._media.queued() == 0
+    assert later <= at_cancel + 2  # at most the fetches already running on the two workers
+    (after,) = run(engine, RerankInput(QUERY, documents(3)))  # and the engine keeps serving
+    assert len(after.logits) == 3

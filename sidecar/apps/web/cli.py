@@ -15,7 +15,15 @@ import sys
 import time
 from typing import Any
 
-from sidecar.apps.loader import DEFAULT_COLLECTION, ENGINES, LoaderError, inline_image, open_client, wait_engine
+from sidecar.apps.loader import (
+    DEFAULT_COLLECTION,
+    ENGINES,
+    LoaderError,
+    add_engine_arguments,
+    inline_image,
+    open_client,
+    wait_engine,
+)
 from sidecar.apps.sidecar_flags import add_sidecar_arguments, client_options, sidecar_target
 
 
@@ -23,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `web` subcommand's flags."""
     parser.description = "Serve the search page (first-stage vs reranked results) against running engines."
     add_sidecar_arguments(parser)
-    for engine in ENGINES:
+    for engine in ("elasticsearch", "opensearch", "qdrant", "milvus"):
         parser.add_argument(f"--{engine}", metavar="URL", help=f"{engine} URL (Qdrant/Milvus also a local path)")
+    add_engine_arguments(parser)
     parser.add_argument(
         "--collection", default=DEFAULT_COLLECTION, help=f"index/collection (default: {DEFAULT_COLLECTION})"
     )
@@ -60,6 +69,14 @@ def make_connector(engine: str, client: Any, collection: str, mapping: Any, titl
         from connectors.qdrant import QdrantConnector
 
         return QdrantConnector(client, collection, mapping)
+    if engine == "weaviate":
+        from connectors.weaviate import WeaviateConnector
+
+        return WeaviateConnector(client, collection, mapping)
+    if engine == "solr":
+        from connectors.solr import SolrConnector
+
+        return SolrConnector(client, collection, mapping)
     from connectors.milvus import MilvusConnector
 
     return MilvusConnector(client, collection, mapping)
@@ -82,7 +99,7 @@ def stack_backend(args: argparse.Namespace) -> Any:
     for engine, location in engines.items():
         wait_engine(engine, location, args.wait_timeout)
         connectors[engine] = make_connector(
-            engine, open_client(engine, location), args.collection, mapping, args.title_field
+            engine, open_client(engine, location, args.weaviate_grpc_port), args.collection, mapping, args.title_field
         )
     label = f"{', '.join(engines)} · collection {args.collection!r} · sidecar {args.sidecar}"
     examples = catalogue_examples() if args.collection == DEFAULT_COLLECTION else []
