@@ -17,7 +17,7 @@ import re
 import socket
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class ChannelSpec:
     target: str  # the gRPC target string the channel dials
     credentials: grpc.ChannelCredentials | None  # None: plaintext
     options: tuple[tuple[str, Any], ...]
-    metadata: tuple[tuple[str, str], ...]  # sent with every call: the API key
+    metadata: tuple[tuple[str, str], ...] = field(repr=False)  # sent with every call: the API key, never shown
 
     def channel(self) -> grpc.Channel:
         if self.credentials is None:

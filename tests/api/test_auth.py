@@ -253,3 +253,9 @@ def test_a_missing_key_file_stops_the_server(api_settings, tmp_path):
     with pytest.raises(SystemExit) as stopped:
         Runtime(dataclasses.replace(api_settings, api_key_file=tmp_path / "absent"))
     assert "cannot read the API key file" in str(stopped.value)
+
+
+def test_the_client_never_shows_its_key():
+    client = AsyncRerankerClient("127.0.0.1:1", api_key=KEY_A)
+    assert ("authorization", f"Bearer {KEY_A}") in client.spec.metadata
+    assert KEY_A not in repr(client.spec) and KEY_A not in repr(client)
