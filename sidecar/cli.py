@@ -59,6 +59,8 @@ FLAG_HELP = {
     "special tokens are never truncated and count); more is RESOURCE_EXHAUSTED / HTTP 413 naming the document",
     "max_request_tokens": "model-input tokens of one request (a shared query prefix counts once; image tokens are "
     "checked from the headers before decoding); more is RESOURCE_EXHAUSTED / HTTP 413",
+    "max_chunks_per_document": "windows a document is split into when a request asks for chunking (long_documents "
+    "chunk); text beyond them is not scored",
     "special_tokens_in_text": "plain (default): special-token strings such as <|im_end|> in queries and documents are "
     "text, so a document cannot forge prompt structure; reference: they are special tokens, as the official "
     "reference encodes them",

@@ -29,7 +29,7 @@ from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
 from sidecar.models.embedder import EmbedderModel, PreparedEmbed
-from sidecar.models.pairs import PairLimits
+from sidecar.models.pairs import Chunk, PairLimits
 from sidecar.models.reranker import PreparedRerank, RerankerModel
 from sidecar.models.visuals import ProcessedItem, VisualProcessor
 from sidecar.settings import Settings
@@ -67,6 +67,7 @@ class RerankOutcome:
 
     logits: list[float]
     timings: Timings
+    chunks: list[Chunk | None] = field(default_factory=list)  # per document: the window scored, when chunking
 
 
 @dataclass
@@ -165,7 +166,11 @@ class Engine:
             resolver = MediaResolver(self.policy, budget, self.gate)
             labelled = reranker.labelled(request)
             processed = await self._process(reranker.visual_processor, labelled, resolver, key, timings)
-            limits = PairLimits(max_length=reranker.max_length, max_pair_tokens=self.settings.max_pair_tokens)
+            limits = PairLimits(
+                max_length=reranker.max_length,
+                max_pair_tokens=self.settings.max_pair_tokens,
+                max_chunks=self.settings.max_chunks_per_document,
+            )
             prepared = await self._assemble(
                 key,
                 budget,
@@ -182,7 +187,8 @@ class Engine:
             return prepared
 
         job = await self._submit("reranker", len(request.documents), deadline, prepare)
-        return RerankOutcome(job.outputs, job.timings)
+        logits, chunks = job.prepared.per_document(job.outputs, len(request.documents))
+        return RerankOutcome(logits, job.timings, chunks if request.long_documents == "chunk" else [])
 
     async def embed(self, inputs: tuple[ItemInput, ...], instruction: str = "", deadline: float | None = None):
         """Embed each input; returns an EmbedOutcome with vectors in input order."""
@@ -247,7 +253,7 @@ class Engine:
         if self._stopping:
             raise SidecarError(Kind.UNAVAILABLE, "the server is shutting down")
         self._admit(rows)
-        key, job = object(), None
+        key, job, admitted = object(), None, rows
         settings = self.settings
         budget = RequestBudget(
             max_pixels=settings.max_request_pixels,
@@ -263,6 +269,9 @@ class Engine:
             timings = Timings()
             start = time.perf_counter()
             prepared = await prepare(budget, key, timings)
+            if len(prepared.rows) > admitted:  # long documents became several windows each
+                self._admit(len(prepared.rows) - admitted)
+                admitted = len(prepared.rows)
             timings.preprocessing_ms = (time.perf_counter() - start) * 1000
             timings.images, timings.video_frames = prepared.images, prepared.video_frames
             timings.input_tokens = sum(getattr(r, "total_tokens", len(r.ids)) for r in prepared.rows)
@@ -291,14 +300,14 @@ class Engine:
             self._active.pop(key, None)
             self._failures.pop(key, None)
             with self._lock:
-                self._queued_pairs -= rows
+                self._queued_pairs -= admitted
 
     def _admit(self, pairs: int) -> None:
         limit = self.settings.max_queued_pairs
         if pairs > limit:
             raise SidecarError(
                 Kind.TOO_LARGE,
-                f"the request has {pairs} documents, more than this server ever admits at once ({limit} pairs, "
+                f"the request has {pairs} query-document pairs, more than this server ever admits at once ({limit}, "
                 "--max-queued-pairs); split it into smaller requests",
             )
         with self._lock:

@@ -49,6 +49,7 @@ class Settings:
     max_decoding_pixels: int = 1 << 27  # decoded pixels held at once by all requests (memory bound)
     max_pair_tokens: int = 32768  # tokens of one query-document pair after truncation (media and specials count)
     max_request_tokens: int = 1 << 18  # model-input tokens per request (a shared query prefix counts once)
+    max_chunks_per_document: int = 16  # windows a chunked document is split into at most
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish
     # Special-token strings in user text: "plain" encodes them as text (a document cannot forge prompt

@@ -46,6 +46,9 @@ class RerankInput:
     truncate: bool = True  # False: a pair over the model's length is an error instead of being cut
     truncation_direction: str = "right"  # "right": the reference rule; "left": a document keeps its end
     documents_field: str = "documents"  # how errors name the documents (TEI calls them "texts")
+    long_documents: str = "truncate"  # "truncate" (the reference) or "chunk" (best of overlapping windows)
+    max_tokens_per_doc: int = 0  # text tokens per document (truncate) or per window (chunk); 0 = what fits
+    chunk_overlap: int = 0  # chunk: tokens shared by consecutive windows; 0 = an eighth of the window
 
 
 @dataclass

@@ -55,6 +55,45 @@ def png_bytes(width: int, height: int, seed: int, mode: str = "RGB") -> bytes:
     return buffer.getvalue()
 
 
+class ImageServer:
+    """A loopback HTTP server answering every GET with one image, after a delay or a release; it
+    records the paths asked for. `url` is its base; use it as a context manager."""
+
+    def __init__(self, image: bytes, delay: float = 0.0, held: bool = False) -> None:
+        import http.server
+        import threading
+
+        self.hits: list[str] = []
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                owner.hits.append(self.path)
+                owner.release.wait(30)
+                time.sleep(delay)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(image)))
+                self.end_headers()
+                self.wfile.write(image)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> ImageServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -46,7 +46,26 @@ def rerank_from_pb(request: pb.RerankRequest, max_documents: int) -> RerankInput
     if len(request.documents) > max_documents:
         raise invalid(f"documents has {len(request.documents)} entries; this server accepts at most {max_documents}")
     documents = tuple(item_from_pb(d, f"documents[{i}]") for i, d in enumerate(request.documents))
-    return RerankInput(query=query, documents=documents, instruction=request.instruction.strip())
+    chunk = request.long_documents == pb.LONG_DOCUMENTS_CHUNK
+    if request.long_documents not in (pb.LONG_DOCUMENTS_TRUNCATE, pb.LONG_DOCUMENTS_CHUNK):
+        raise invalid(f"long_documents {request.long_documents} is not a LongDocuments value")
+    check_chunking(chunk, request.max_tokens_per_doc, request.chunk_overlap)
+    return RerankInput(
+        query=query,
+        documents=documents,
+        instruction=request.instruction.strip(),
+        long_documents="chunk" if chunk else "truncate",
+        max_tokens_per_doc=request.max_tokens_per_doc,
+        chunk_overlap=request.chunk_overlap,
+    )
+
+
+def check_chunking(chunk: bool, max_tokens_per_doc: int, chunk_overlap: int) -> None:
+    """The long-document options every face accepts: an overlap only when chunking, smaller than the window."""
+    if chunk_overlap and not chunk:
+        raise invalid("chunk_overlap applies only when long_documents is chunk")
+    if chunk_overlap and max_tokens_per_doc and chunk_overlap >= max_tokens_per_doc:
+        raise invalid(f"chunk_overlap ({chunk_overlap}) must be smaller than max_tokens_per_doc ({max_tokens_per_doc})")
 
 
 def embed_from_pb(request: pb.EmbedRequest, max_inputs: int, hidden_size: int) -> tuple[ItemInput, ...]:
@@ -80,7 +99,9 @@ def usage_to_pb(timings: Timings) -> pb.Usage:
     )
 
 
-def rerank_response(request: pb.RerankRequest, logits: list[float], timings: Timings, model: str) -> pb.RerankResponse:
+def rerank_response(
+    request: pb.RerankRequest, logits: list[float], timings: Timings, model: str, chunks: list | None = None
+) -> pb.RerankResponse:
     results = []
     for index in ranked(logits, request.top_n):
         result = pb.RerankResult(
@@ -88,5 +109,8 @@ def rerank_response(request: pb.RerankRequest, logits: list[float], timings: Tim
         )
         if request.return_documents:
             result.document.CopyFrom(request.documents[index])
+        if chunks and chunks[index] is not None:
+            c = chunks[index]
+            result.chunk.CopyFrom(pb.Chunk(index=c.index, count=c.count, start=c.start, end=c.end))
         results.append(result)
     return pb.RerankResponse(results=results, model=model, usage=usage_to_pb(timings))

@@ -36,7 +36,7 @@ class RerankerService(pb_grpc.RerankerServicer):
             reranker = engine.require("reranker")
             parsed = rerank_from_pb(request, self.runtime.settings.max_documents)
             outcome = await engine.rerank(parsed, _deadline(context))
-            response = rerank_response(request, outcome.logits, outcome.timings, reranker.name)
+            response = rerank_response(request, outcome.logits, outcome.timings, reranker.name, outcome.chunks)
         except SidecarError as exc:
             _log("Rerank", f"docs={len(request.documents)}", start, exc.kind.value)
             await context.abort(GRPC_CODES[exc.kind], exc.message)

@@ -24,12 +24,26 @@ from sidecar.prompts import DOCUMENT_LEAD, KEPT_TAIL_TOKENS, RERANK_MAX_LENGTH, 
 
 @dataclass(frozen=True)
 class PairLimits:
-    """How a request's pairs are cut and capped."""
+    """How a request's pairs are cut, chunked and capped."""
 
     max_length: int = RERANK_MAX_LENGTH  # the reference's truncation length (final 5 tokens aside)
     max_pair_tokens: int = 32768  # hard cap on a pair after truncation
     truncate: bool = True  # False: a pair over max_length is an error instead of being cut
     direction: str = "right"  # "right": keep the first ordinary tokens (reference); "left": the document's last
+    chunk: bool = False  # split long document text into overlapping windows, one pair each
+    max_tokens_per_doc: int = 0  # text tokens per document (truncate) or per window (chunk); 0 = what fits
+    chunk_overlap: int = 0  # tokens shared by consecutive windows; 0 = an eighth of the window
+    max_chunks: int = 16  # windows per document; text past them is not scored
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Which window of a document a pair scores: its position, the document's count, its text span."""
+
+    index: int
+    count: int
+    start: int  # characters of the document's text, [start, end)
+    end: int
 
 
 @dataclass
@@ -38,6 +52,8 @@ class Pair:
 
     head: list[int]
     rest: list[int]
+    document: int = 0  # the document (request position) this pair scores
+    chunk: Chunk | None = None  # the window of it, when documents are chunked
 
     def __len__(self) -> int:
         return len(self.head) + len(self.rest)
@@ -58,7 +74,7 @@ def side_parts(tok: PromptTokenizer, item: ProcessedItem) -> list[Part]:
 
 
 class PairBuilder:
-    """Builds the pairs of one request; `build` returns one `Pair` per document, in order."""
+    """Builds the pairs of one request: one `Pair` per document (per window when chunking), in order."""
 
     def __init__(self, tok: PromptTokenizer, limits: PairLimits) -> None:
         self.tok = tok
@@ -68,6 +84,7 @@ class PairBuilder:
     def build(
         self, query: ProcessedItem, documents: list[ProcessedItem], instruction: str, labels: list[str]
     ) -> list[Pair]:
+        """The pairs of every document, in order: one each, or one per window when chunking."""
         tok, budget = self.tok, self.limits.max_length
         runs = tok.runs(tok.parts(rerank_head(instruction, side(query.text, [v.placeholder for v in query.visuals]))))
         open_run = tok.normalize(runs.pop().text) if runs[-1].special is None else ""
@@ -82,20 +99,58 @@ class PairBuilder:
                 carry = open_run[split:]
             else:  # the query alone fills the budget: documents keep only their special tokens
                 head = _join(head, self._encode_runs([Part(text=open_run)], wanted))
-        head_specials = len(head.ids) - head.ordinary
-        truncated_heads: dict[int, list[int]] = {}
+        request = _Request(head, carry, {})
         pairs = []
-        for document, label in zip(documents, labels):
-            lead = [Part(text=carry + DOCUMENT_LEAD)]
-            runs = tok.runs(lead + side_parts(tok, document))
-            specials = sum(1 for r in runs if r.special is not None) + tok.count_markers(document.text)
-            room = budget - head.ordinary - head_specials - specials  # ordinary tokens this document may keep
-            body = self._encode_runs(runs, room)
-            if self.limits.direction == "left" and document.text and len(head.ids) + len(body.ids) > budget:
-                body = self._keep_text_end(tok.runs(lead + side_parts(tok, ProcessedItem("", document.visuals))),
-                                           document.text, room)  # fmt: skip
-            pairs.append(self._cut(head, body, label, truncated_heads))
+        for index, (document, label) in enumerate(zip(documents, labels)):
+            for text, chunk in self._windows(request, document):
+                item = ProcessedItem(text, document.visuals)
+                where = label if chunk is None or chunk.count == 1 else f"{label} (window {chunk.index})"
+                pair = self._pair(request, item, where)
+                pair.document, pair.chunk = index, chunk
+                pairs.append(pair)
         return pairs
+
+    def _pair(self, request: _Request, document: ProcessedItem, label: str) -> Pair:
+        tok, head = self.tok, request.head
+        lead = [Part(text=request.carry + DOCUMENT_LEAD)]
+        runs = tok.runs(lead + side_parts(tok, document))
+        room = self._room(request, runs, document)  # ordinary tokens this document's side may keep
+        body = self._encode_runs(runs, room)
+        if self.limits.direction == "left" and document.text and len(head.ids) + len(body.ids) > self.limits.max_length:
+            body = self._keep_text_end(tok.runs(lead + side_parts(tok, ProcessedItem("", document.visuals))),
+                                       document.text, room)  # fmt: skip
+        return self._cut(head, body, label, request.truncated_heads)
+
+    def _room(self, request: _Request, runs: list[Part], document: ProcessedItem) -> int:
+        specials = sum(1 for r in runs if r.special is not None) + self.tok.count_markers(document.text)
+        return self.limits.max_length - len(request.head.ids) - specials
+
+    # ---- long documents --------------------------------------------------------------------------
+
+    def _windows(self, request: _Request, document: ProcessedItem) -> list[tuple[str, Chunk | None]]:
+        """The document's text as scored: whole, cut to max_tokens_per_doc, or as overlapping windows
+        (token-aligned spans of its text, each scored as the document's text on its own)."""
+        limits, text = self.limits, document.text
+        whole = [(text, Chunk(0, 1, 0, len(text)) if limits.chunk else None)]
+        if not text or not (limits.chunk or limits.max_tokens_per_doc):
+            return whole
+        lead = Part(text=request.carry + DOCUMENT_LEAD)
+        runs = self.tok.runs([lead] + side_parts(self.tok, ProcessedItem("", document.visuals)))
+        fits = self._room(request, runs, document) - len(self.tok.encode(lead.text)) - 1
+        window = min(limits.max_tokens_per_doc or fits, fits) if limits.chunk else limits.max_tokens_per_doc
+        if window < 1:  # nothing of the text fits beside the query: the reference rule alone
+            return whole
+        if not limits.chunk:
+            spans, complete = self.tok.spans_head(text, window)
+            return [(text if complete and len(spans) <= window else text[: spans[window - 1][1]], None)]
+        overlap = min(limits.chunk_overlap or window // 8, window - 1)
+        step = window - overlap
+        spans, complete = self.tok.spans_head(text, window + step * (limits.max_chunks - 1))
+        if complete and len(spans) <= window:
+            return whole
+        starts = list(range(0, max(len(spans) - overlap, 1), step))[: limits.max_chunks]
+        bounds = [(spans[a][0], spans[min(a + window, len(spans)) - 1][1]) for a in starts]
+        return [(text[a:b], Chunk(k, len(bounds), a, b)) for k, (a, b) in enumerate(bounds)]
 
     # ---- truncation ------------------------------------------------------------------------------
 
@@ -175,6 +230,15 @@ class PairBuilder:
 
     def _counted(self, ids: list[int]) -> _Encoded:
         return _Encoded(ids, sum(1 for i in ids if i not in self.tok.special_ids))
+
+
+@dataclass
+class _Request:
+    """What every pair of one request shares."""
+
+    head: _Encoded
+    carry: str
+    truncated_heads: dict[int, list[int]]  # the head cut for a given number of kept ordinary tokens
 
 
 def _join(a: _Encoded, b: _Encoded) -> _Encoded:

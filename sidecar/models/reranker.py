@@ -26,7 +26,7 @@ from sidecar.media import MediaResolver
 from sidecar.models import fused
 from sidecar.models.backend import QwenBackend
 from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache
-from sidecar.models.pairs import Pair, PairBuilder, PairLimits
+from sidecar.models.pairs import Chunk, Pair, PairBuilder, PairLimits
 from sidecar.models.visuals import ProcessedItem, Visual, stack_visuals
 from sidecar.prompts import RERANK_MAX_LENGTH
 from sidecar.types import ItemInput, RerankInput
@@ -64,7 +64,17 @@ class PreparedRerank:
     rows: list[PairRow]
     images: int = 0
     video_frames: int = 0
-    stats: dict = field(default_factory=dict)
+    documents: list[int] = field(default_factory=list)  # per row: the document it scores
+    chunks: list[Chunk | None] = field(default_factory=list)  # per row: its window, when chunking
+
+    def per_document(self, logits: list[float], count: int) -> tuple[list[float], list[Chunk | None]]:
+        """Each document's logit, the best of its rows (windows), and the window that gave it."""
+        best: list[float | None] = [None] * count
+        chunks: list[Chunk | None] = [None] * count
+        for logit, document, chunk in zip(logits, self.documents, self.chunks):
+            if best[document] is None or logit > best[document]:
+                best[document], chunks[document] = logit, chunk
+        return best, chunks
 
 
 class RerankerModel(QwenBackend):
@@ -135,6 +145,9 @@ class RerankerModel(QwenBackend):
             limits or PairLimits(max_length=self.max_length),
             truncate=request.truncate,
             direction=request.truncation_direction,
+            chunk=request.long_documents == "chunk",
+            max_tokens_per_doc=request.max_tokens_per_doc,
+            chunk_overlap=request.chunk_overlap,
         )
         pairs = PairBuilder(self.prompt_tokenizer, limits).build(query, docs, request.instruction, _labels(request))
         shared = self._shared_length(pairs, query) if reuse_prefix and len(pairs) > 1 else 0
@@ -151,9 +164,10 @@ class RerankerModel(QwenBackend):
         prefix_ids = first.ids()[:shared] if shared > len(first.head) else first.head[:shared]
         prefix = self._make_prefix(prefix_ids, query.visuals if shared else [])
         heads: dict[int, torch.Tensor] = {}  # positions of each distinct head object
-        rows = [self._make_row(i, pair, prefix, query, d, heads) for i, (pair, d) in enumerate(zip(pairs, docs))]
+        rows = [self._make_row(i, pair, prefix, query, docs[pair.document], heads) for i, pair in enumerate(pairs)]
         frames = sum(v.frames for item in processed for v in item.visuals)
-        return PreparedRerank(prefix, rows, video_frames=frames)
+        documents, chunks = [p.document for p in pairs], [p.chunk for p in pairs]
+        return PreparedRerank(prefix, rows, video_frames=frames, documents=documents, chunks=chunks)
 
     def _shared_length(self, pairs: list[Pair], query: ProcessedItem) -> int:
         """Longest common prefix of the pairs, ending before any document's vision block and each

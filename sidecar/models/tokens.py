@@ -124,21 +124,32 @@ class PromptTokenizer:
 
         Returns (ids, complete): complete is True when the ids are the whole run's.
         """
+        ids, _, complete = self._head(text, wanted)
+        return ids, complete
+
+    def spans_head(self, text: str, wanted: int) -> tuple[list[tuple[int, int]], bool]:
+        """Character spans (start, end) in `text` of the run's first tokens, as `encode_head` counts them."""
+        _, spans, complete = self._head(text, wanted)
+        return spans, complete
+
+    def _head(self, text: str, wanted: int) -> tuple[list[int], list[tuple[int, int]], bool]:
         if not text:
-            return [], True
+            return [], [], True
         if wanted <= 0 and self.mode == "plain":
-            return [], False
+            return [], [], False
         size = max(256, wanted * _WINDOW_CHARS_PER_TOKEN)
         while True:
             if size >= len(text):
-                return self.encode(text), True
+                encoding = self._backend.encode(text, add_special_tokens=False)
+                return encoding.ids, encoding.offsets, True
             cut = self._clean_cut_forward(text, size)
             if cut is not None and cut < len(text):
-                ids = self.encode(text[:cut])
+                encoding = self._backend.encode(text[:cut], add_special_tokens=False)
+                ids, spans = encoding.ids, encoding.offsets
             else:
-                ids = self._encode_window(text, 0, self._nfc_safe_forward(text, size), keep="head")
+                ids, spans = self._encode_window(text, 0, self._nfc_safe_forward(text, size), keep="head")
             if self._ordinary(ids) >= wanted:
-                return ids, False
+                return ids, spans, False
             size *= 4
 
     def encode_tail(self, text: str, wanted: int) -> tuple[list[int], bool]:
@@ -154,7 +165,7 @@ class PromptTokenizer:
             if cut is not None and cut > 0:
                 ids = self.encode(text[cut:])
             else:
-                ids = self._encode_window(text, self._nfc_safe_backward(text, start), len(text), keep="tail")
+                ids, _ = self._encode_window(text, self._nfc_safe_backward(text, start), len(text), keep="tail")
             if self._ordinary(ids) >= wanted:
                 return ids, False
             size *= 4
@@ -213,8 +224,8 @@ class PromptTokenizer:
             at -= 1
         return at
 
-    def _encode_window(self, text: str, start: int, end: int, keep: str) -> list[int]:
-        """Ids of text[start:end] whose characters lie clear of the window's cut side.
+    def _encode_window(self, text: str, start: int, end: int, keep: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids (and spans in `text`) of text[start:end] whose characters lie clear of the window's cut side.
 
         No clean cut was near: drop the pre-token at the cut and a margin of characters beside it
         (byte-pair merges inside one enormous pre-token reach only a few characters).
@@ -224,9 +235,12 @@ class PromptTokenizer:
         pieces = self._pre_tokenizer.pre_tokenize_str(window)
         if keep == "head":
             limit = min(pieces[-1][1][0] if len(pieces) > 1 else len(window), len(window) - _FALLBACK_MARGIN)
-            return [i for i, (_, e) in zip(encoding.ids, encoding.offsets) if e <= limit]
-        limit = max(pieces[0][1][1] if len(pieces) > 1 else 0, _FALLBACK_MARGIN)
-        return [i for i, (s, _) in zip(encoding.ids, encoding.offsets) if s >= limit]
+            kept = [(i, o) for i, o in zip(encoding.ids, encoding.offsets) if o[1] <= limit]
+        else:
+            limit = max(pieces[0][1][1] if len(pieces) > 1 else 0, _FALLBACK_MARGIN)
+            kept = [(i, o) for i, o in zip(encoding.ids, encoding.offsets) if o[0] >= limit]
+        # Spans are in the normalised window's characters: exact unless normalisation changed its length.
+        return [i for i, _ in kept], [(start + a, start + b) for _, (a, b) in kept]
 
 
 def _clean_cut(text: str, i: int) -> bool:

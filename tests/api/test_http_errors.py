@@ -155,47 +155,29 @@ async def test_not_ready_is_503_while_health_stays_200(api_settings):
 
 async def test_full_queue_is_429_and_a_request_that_can_never_fit_is_413(api_settings, reranker):
     """A real full queue: the first request holds both admitted pairs while its image is being fetched."""
-    import http.server
-    import threading
     from dataclasses import replace
 
     from sidecar.scheduler import Engine
-    from tests.conftest import png_bytes
+    from tests.conftest import ImageServer, png_bytes
 
-    release, image = threading.Event(), png_bytes(40, 30, seed=9)
-
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            release.wait(30)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(image)))
-            self.end_headers()
-            self.wfile.write(image)
-
-        def log_message(self, *args):
-            pass
-
-    media = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=media.serve_forever, daemon=True).start()
     settings = replace(api_settings, max_queued_pairs=2, allow_private_urls=True)
     runtime = Runtime(settings)
     runtime.engine = Engine(settings, reranker)
     server, http = await http_server_for(runtime)
     try:
-        slow = {"query": "q", "documents": ["a", {"text": "b", "image": f"http://127.0.0.1:{media.server_port}/x.png"}]}
-        holding = asyncio.ensure_future(http.post("/v2/rerank", slow))
-        while runtime.engine._queued_pairs < 2:  # admitted, now waiting for its image
-            await asyncio.sleep(0.02)
-        full = await http.post("/v2/rerank", {"query": "q", "documents": ["one"]})
-        assert full.status == 429 and full.error()["code"] == "overloaded"
-        never = await http.post("/v2/rerank", {"query": "q", "documents": ["1", "2", "3"]})
-        assert never.status == 413 and "--max-queued-pairs" in never.error()["message"]
-        release.set()
-        assert (await holding).status == 200
+        with ImageServer(png_bytes(40, 30, seed=9), held=True) as media:
+            slow = {"query": "q", "documents": ["a", {"text": "b", "image": f"{media.url}/x.png"}]}
+            holding = asyncio.ensure_future(http.post("/v2/rerank", slow))
+            while runtime.engine._queued_pairs < 2:  # admitted, now waiting for its image
+                await asyncio.sleep(0.02)
+            full = await http.post("/v2/rerank", {"query": "q", "documents": ["one"]})
+            assert full.status == 429 and full.error()["code"] == "overloaded"
+            never = await http.post("/v2/rerank", {"query": "q", "documents": ["1", "2", "3"]})
+            assert never.status == 413 and "--max-queued-pairs" in never.error()["message"]
+            media.release.set()
+            assert (await holding).status == 200
         assert (await http.post("/v2/rerank", {"query": "q", "documents": ["one"]})).status == 200
     finally:
-        release.set()
-        media.shutdown()
         await server.stop()
         runtime.engine.close()
 

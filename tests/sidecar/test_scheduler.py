@@ -12,7 +12,7 @@ from sidecar.errors import Kind, SidecarError
 from sidecar.scheduler import Engine
 from sidecar.settings import Settings
 from sidecar.types import ItemInput, MediaRef, RerankInput
-from tests.conftest import png_bytes
+from tests.conftest import ImageServer, png_bytes
 from tests.sidecar.test_parity import IMG_A, IMG_B
 
 WORDS = "red blue bicycle shoe lamp garden river coffee table window phone camera jacket".split()
@@ -189,44 +189,22 @@ def test_a_small_request_is_not_stuck_behind_large_ones(make_engine):
 
 def test_a_cancelled_request_stops_fetching_and_decoding(make_engine):
     """Its queued media tasks are dropped and running ones stop: the image server sees no more requests."""
-    import http.server
-    import threading
-
-    hits, image = [], png_bytes(64, 64, seed=4)
-
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            hits.append(self.path)
-            time.sleep(0.1)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(image)))
-            self.end_headers()
-            self.wfile.write(image)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     engine = make_engine(media_workers=2, allow_private_urls=True)
-    url = f"http://127.0.0.1:{server.server_port}"
-    docs = tuple(ItemInput(images=(MediaRef(uri=f"{url}/{i}.png"),)) for i in range(60))
+    with ImageServer(png_bytes(64, 64, seed=4), delay=0.1) as media:
+        docs = tuple(ItemInput(images=(MediaRef(uri=f"{media.url}/{i}.png"),)) for i in range(60))
 
-    async def main():
-        task = asyncio.ensure_future(engine.rerank(RerankInput(QUERY, docs)))
-        while len(hits) < 4:
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        at_cancel = len(hits)
-        await asyncio.sleep(0.6)
-        return at_cancel, len(hits)
+        async def main():
+            task = asyncio.ensure_future(engine.rerank(RerankInput(QUERY, docs)))
+            while len(media.hits) < 4:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            at_cancel = len(media.hits)
+            await asyncio.sleep(0.6)
+            return at_cancel, len(media.hits)
 
-    try:
         at_cancel, later = asyncio.run(main())
-    finally:
-        server.shutdown()
     assert engine._media.queued() == 0
     assert later <= at_cancel + 2  # at most the fetches already running on the two workers
     (after,) = run(engine, RerankInput(QUERY, documents(3)))  # and the engine keeps serving

@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LongDocuments(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LONG_DOCUMENTS_TRUNCATE: _ClassVar[LongDocuments]
+    LONG_DOCUMENTS_CHUNK: _ClassVar[LongDocuments]
+LONG_DOCUMENTS_TRUNCATE: LongDocuments
+LONG_DOCUMENTS_CHUNK: LongDocuments
 
 class Media(_message.Message):
     __slots__ = ("data", "uri")
@@ -37,32 +45,52 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Media, _Mapping]]] = ..., videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "instruction", "top_n", "return_documents")
+    __slots__ = ("query", "documents", "instruction", "top_n", "return_documents", "long_documents", "max_tokens_per_doc", "chunk_overlap")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     TOP_N_FIELD_NUMBER: _ClassVar[int]
     RETURN_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    LONG_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_PER_DOC_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     query: Item
     documents: _containers.RepeatedCompositeFieldContainer[Item]
     instruction: str
     top_n: int
     return_documents: bool
-    def __init__(self, query: _Optional[_Union[Item, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., instruction: _Optional[str] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ...) -> None: ...
+    long_documents: LongDocuments
+    max_tokens_per_doc: int
+    chunk_overlap: int
+    def __init__(self, query: _Optional[_Union[Item, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., instruction: _Optional[str] = ..., top_n: _Optional[int] = ..., return_documents: _Optional[bool] = ..., long_documents: _Optional[_Union[LongDocuments, str]] = ..., max_tokens_per_doc: _Optional[int] = ..., chunk_overlap: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("index", "count", "start", "end")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    count: int
+    start: int
+    end: int
+    def __init__(self, index: _Optional[int] = ..., count: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class RerankResult(_message.Message):
-    __slots__ = ("index", "id", "score", "logit", "document")
+    __slots__ = ("index", "id", "score", "logit", "document", "chunk")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     LOGIT_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
     index: int
     id: str
     score: float
     logit: float
     document: Item
-    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., score: _Optional[float] = ..., logit: _Optional[float] = ..., document: _Optional[_Union[Item, _Mapping]] = ...) -> None: ...
+    chunk: Chunk
+    def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., score: _Optional[float] = ..., logit: _Optional[float] = ..., document: _Optional[_Union[Item, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "images", "queue_ms", "preprocessing_ms", "inference_ms", "video_frames", "computed_tokens")
