@@ -69,7 +69,7 @@ FLAG_HELP = {
     "api_key": "require this API key (authorization: Bearer <key>) on every route and RPC; unset = read "
     "RERANK_SIDECAR_API_KEY; prefer --api-key-file or the variable: a flag's value shows in the process list",
     "api_key_file": "require one of the keys in this file (one per line, # comments; several keys let you rotate "
-    "without downtime); re-read on SIGHUP, a bad file keeps the old keys",
+    "without downtime); re-read when it changes (checked every 10 s) and on SIGHUP; a bad file keeps the old keys",
     "public_probes": "with keys: HTTP /health and /ready answer without one (--no-public-probes protects them)",
     "public_grpc_health": "with keys: grpc.health.v1.Health answers without one (--no-public-grpc-health protects it)",
     "public_metrics": "with keys: GET /metrics answers without one (--no-public-metrics protects it)",

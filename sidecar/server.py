@@ -136,6 +136,7 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, runtime.api_keys.reload)
+    key_watch = asyncio.ensure_future(runtime.api_keys.watch())  # re-reads a changed key file
     load = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -154,6 +155,7 @@ async def serve(settings: Settings) -> None:
                 await health.set(service, health_pb2.HealthCheckResponse.SERVING)
             log.info("ready: serving on %s:%d", settings.host, port)
         await waiter
+    key_watch.cancel()
     log.info("shutting down: draining in-flight requests (up to %.0fs)", settings.drain_seconds)
     await health.enter_graceful_shutdown()
     stopping = [server.stop(grace=settings.drain_seconds)]

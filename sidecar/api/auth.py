@@ -7,12 +7,14 @@ HTTP 401 (with `WWW-Authenticate: Bearer`) before any handler runs, and logged w
 
 Keys are kept only as SHA-256 digests. A presented key is hashed and compared with every accepted
 digest by `hmac.compare_digest`, with no early exit, so the time taken tells neither which key
-matched nor how long the keys are. The key file is re-read on SIGHUP (`ApiKeys.reload`); a file
-that cannot be read or holds no valid key keeps the keys in use, and the log says why.
+matched nor how long the keys are. The key file is re-read on SIGHUP (`ApiKeys.reload`) and when
+it changes on disk (`ApiKeys.watch`, every 10 s: a Kubernetes Secret update needs no signal); a
+file that cannot be read or holds no valid key keeps the keys in use, and the log says why.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -35,6 +37,7 @@ PROBE_PATHS = frozenset({"/health", "/ready"})
 METRICS_PATHS = frozenset({"/metrics"})
 GRPC_HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 WWW_AUTHENTICATE = 'Bearer realm="rerank-sidecar"'
+WATCH_SECONDS = 10.0  # how often the key file is checked for changes
 
 
 class KeyFileError(Exception):
@@ -65,6 +68,15 @@ def read_key_file(path: Path) -> list[str]:
 def _valid_key(key: str) -> bool:
     """Keys travel in an HTTP header and in gRPC metadata: visible ASCII only."""
     return all("!" <= char <= "~" for char in key)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells that the file (after symlinks) changed: modification time, size, inode; None if absent."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _digest(key: str) -> bytes:
@@ -99,18 +111,29 @@ class ApiKeys:
             keys.append(self._single)
         return tuple(dict.fromkeys(_digest(key) for key in keys))
 
-    def reload(self) -> None:
-        """Re-read the key file (SIGHUP); on any problem keep the keys in use and log why."""
+    def reload(self, why: str = "SIGHUP") -> None:
+        """Re-read the key file (on SIGHUP, or when it changed); on any problem keep the keys in use and log why."""
         if self._file is None:
-            log.info("SIGHUP: no --api-key-file to re-read; the API keys are unchanged")
+            log.info("%s: no --api-key-file to re-read; the API keys are unchanged", why)
             return
         try:
             digests = self._load()
         except KeyFileError as exc:
-            log.error("SIGHUP: keeping the %d API key(s) in use: %s", len(self._digests), exc)
+            log.error("%s: keeping the %d API key(s) in use: %s", why, len(self._digests), exc)
             return
         self._digests = digests
-        log.info("SIGHUP: %d API key(s) in use, read from %s", len(digests), self._file)
+        log.info("%s: %d API key(s) in use, read from %s", why, len(digests), self._file)
+
+    async def watch(self, interval: float = WATCH_SECONDS) -> None:
+        """Re-read the key file whenever it changes on disk (a Kubernetes Secret update swaps it in place)."""
+        if self._file is None:
+            return
+        seen = _stamp(self._file)
+        while True:
+            await asyncio.sleep(interval)
+            if (stamp := _stamp(self._file)) != seen:
+                seen = stamp
+                self.reload("the API key file changed")
 
     def accepts(self, key: str) -> bool:
         """Whether `key` is one of the accepted keys, in time independent of which one and of their lengths."""

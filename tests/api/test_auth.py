@@ -5,8 +5,10 @@ re-read by `ApiKeys.reload` (what SIGHUP calls; the signal itself is tested in t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
+import logging
 
 import grpc
 import pytest
@@ -259,3 +261,27 @@ def test_the_client_never_shows_its_key():
     client = AsyncRerankerClient("127.0.0.1:1", api_key=KEY_A)
     assert ("authorization", f"Bearer {KEY_A}") in client.spec.metadata
     assert KEY_A not in repr(client.spec) and KEY_A not in repr(client)
+
+
+async def test_a_changed_key_file_is_read_without_a_signal(api_settings, tmp_path, caplog):
+    """A Kubernetes Secret update replaces the mounted file (a symlink swap): the watcher picks it up."""
+    caplog.set_level(logging.INFO, logger="sidecar.auth")
+    keys = tmp_path / "keys"
+    (tmp_path / "v1").write_text(f"{KEY_A}\n")
+    keys.symlink_to(tmp_path / "v1")
+    api_keys = ApiKeys(dataclasses.replace(api_settings, api_key_file=keys))
+    watcher = asyncio.ensure_future(api_keys.watch(interval=0.05))
+    try:
+        await asyncio.sleep(0.2)
+        assert "changed" not in caplog.text  # nothing changed, nothing re-read
+        (tmp_path / "v2").write_text(f"{ROTATED}\n")
+        keys.unlink()
+        keys.symlink_to(tmp_path / "v2")
+        for _ in range(100):
+            if api_keys.accepts(ROTATED):
+                break
+            await asyncio.sleep(0.05)
+        assert api_keys.accepts(ROTATED) and not api_keys.accepts(KEY_A)
+        assert "the API key file changed: 1 API key(s) in use" in caplog.text
+    finally:
+        watcher.cancel()
