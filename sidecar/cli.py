@@ -73,7 +73,8 @@ FLAG_HELP = {
     "public_probes": "with keys: HTTP /health and /ready answer without one (--no-public-probes protects them)",
     "public_grpc_health": "with keys: grpc.health.v1.Health answers without one (--no-public-grpc-health protects it)",
     "public_metrics": "with keys: GET /metrics answers without one (--no-public-metrics protects it)",
-    "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS (needs --tls-key)",
+    "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS (needs --tls-key); a renewed certificate is "
+    "read when the files change and on SIGHUP",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: require mutual TLS, clients presenting a certificate this CA signed",
     "grpc_max_connection_age_s": "close each gRPC connection after this many seconds, in-flight calls finishing "

@@ -13,6 +13,7 @@ from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar.api.auth import ApiKeys
 from sidecar.api.grpc_server import SERVICE_NAME, not_ready, start_grpc_server
 from sidecar.api.http_app import start_http_server
+from sidecar.api.tls import server_tls
 from sidecar.settings import Settings
 
 log = logging.getLogger("sidecar")
@@ -25,6 +26,17 @@ class Runtime:
         self.settings = settings
         self.engine = None
         self.api_keys = ApiKeys(settings)  # API keys; SystemExit when the key file cannot be used
+        self.tls = server_tls(settings)  # None for plaintext; SystemExit when the files cannot serve
+
+    def reload_secrets(self, why: str = "SIGHUP") -> None:
+        """Re-read the API key file and the TLS files (SIGHUP); each keeps what it has on a bad file."""
+        self.api_keys.reload(why)
+        if self.tls is not None:
+            self.tls.reload(why)
+
+    async def watch_secrets(self) -> None:
+        """Re-read the key and TLS files whenever they change on disk; runs until cancelled."""
+        await asyncio.gather(self.api_keys.watch(), *([self.tls.watch()] if self.tls else []))
 
     def ready_engine(self):
         if self.engine is None:
@@ -135,8 +147,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, runtime.api_keys.reload)
-    key_watch = asyncio.ensure_future(runtime.api_keys.watch())  # re-reads a changed key file
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload_secrets)
+    key_watch = asyncio.ensure_future(runtime.watch_secrets())  # re-reads changed key and TLS files
     load = asyncio.ensure_future(asyncio.to_thread(load_engine, settings))
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -14,7 +14,6 @@ file that cannot be read or holds no valid key keeps the keys in use, and the lo
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -27,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.api.status import GRPC_CODES
+from sidecar.api.watched import WATCH_SECONDS, watch_files
 from sidecar.errors import Kind, SidecarError
 from sidecar.settings import Settings
 
@@ -37,7 +37,6 @@ PROBE_PATHS = frozenset({"/health", "/ready"})
 METRICS_PATHS = frozenset({"/metrics"})
 GRPC_HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 WWW_AUTHENTICATE = 'Bearer realm="rerank-sidecar"'
-WATCH_SECONDS = 10.0  # how often the key file is checked for changes
 
 
 class KeyFileError(Exception):
@@ -68,15 +67,6 @@ def read_key_file(path: Path) -> list[str]:
 def _valid_key(key: str) -> bool:
     """Keys travel in an HTTP header and in gRPC metadata: visible ASCII only."""
     return all("!" <= char <= "~" for char in key)
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """What tells that the file (after symlinks) changed: modification time, size, inode; None if absent."""
-    try:
-        status = path.stat()
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _digest(key: str) -> bytes:
@@ -126,14 +116,8 @@ class ApiKeys:
 
     async def watch(self, interval: float = WATCH_SECONDS) -> None:
         """Re-read the key file whenever it changes on disk (a Kubernetes Secret update swaps it in place)."""
-        if self._file is None:
-            return
-        seen = _stamp(self._file)
-        while True:
-            await asyncio.sleep(interval)
-            if (stamp := _stamp(self._file)) != seen:
-                seen = stamp
-                self.reload("the API key file changed")
+        if self._file is not None:
+            await watch_files([self._file], lambda: self.reload("the API key file changed"), interval)
 
     def accepts(self, key: str) -> bool:
         """Whether `key` is one of the accepted keys, in time independent of which one and of their lengths."""

@@ -15,7 +15,6 @@ from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
 from sidecar.api.auth import ApiKeyInterceptor
 from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
 from sidecar.api.status import GRPC_CODES
-from sidecar.api.tls import tls_files
 from sidecar.errors import Kind, SidecarError
 from sidecar.models.embedder import truncate_dimensions
 
@@ -103,8 +102,7 @@ async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Ser
     reflection.enable_server_reflection(
         [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    tls = tls_files(runtime.settings)
-    address = f"{host}:{port}"
+    address, tls = f"{host}:{port}", runtime.tls
     bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     if not bound:
         raise SystemExit(f"cannot bind gRPC to {host}:{port}")

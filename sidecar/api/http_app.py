@@ -44,7 +44,6 @@ from starlette.routing import Route
 from sidecar.api.auth import ApiKeyMiddleware
 from sidecar.api.http_schemas import COHERE_V1, COHERE_V2, TEI, Dialect
 from sidecar.api.status import HTTP_CODES
-from sidecar.api.tls import tls_files
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import Timings
 
@@ -290,7 +289,7 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
         access_log=False,  # each request is logged once, with its usage, by HttpService
         server_header=False,
         timeout_graceful_shutdown=runtime.settings.drain_seconds,  # then in-flight requests are cancelled
-        **(tls.uvicorn_options() if (tls := tls_files(runtime.settings)) else {}),
+        **(runtime.tls.uvicorn_options() if runtime.tls else {}),
     )
     server = _Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -299,4 +298,6 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
             task.result()  # re-raise a startup failure
             raise SystemExit(f"HTTP server on {host}:{bound} stopped during startup")
         await asyncio.sleep(0.01)
+    if runtime.tls:
+        runtime.tls.track(config.ssl)  # renewed certificates reach new HTTPS connections too
     return HttpServer(server, task, bound), bound

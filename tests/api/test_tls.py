@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import ssl
 import urllib.error
 
@@ -14,7 +15,7 @@ import pytest
 
 from sidecar.api.grpc_server import start_grpc_server
 from sidecar.api.http_app import start_http_server
-from sidecar.api.tls import tls_files
+from sidecar.api.tls import server_tls
 from sidecar.client import AsyncRerankerClient, RerankerClient
 from sidecar.server import Runtime
 from tests.api.security_fixtures import Http, pki  # noqa: F401 - the certificates fixture
@@ -31,6 +32,7 @@ async def blocking(method, *args, **kwargs):
 class TlsFaces:
     grpc_port: int
     http_port: int
+    runtime: Runtime
 
 
 async def serve(settings, reranker):
@@ -46,7 +48,7 @@ async def serve(settings, reranker):
         await grpc_server.stop(None)
         runtime.engine.close()
 
-    return TlsFaces(grpc_port, http_port), stop
+    return TlsFaces(grpc_port, http_port, runtime), stop
 
 
 @pytest.fixture(scope="module")
@@ -155,4 +157,42 @@ def test_a_client_key_without_its_certificate_is_refused(pki):  # noqa: F811
 def test_unusable_tls_files_stop_the_server_naming_the_flag(api_settings, pki, tmp_path, files, message):  # noqa: F811
     paths = {flag: getattr(pki, name, tmp_path / name) for flag, name in files.items()}
     with pytest.raises(SystemExit, match=message):
-        tls_files(dataclasses.replace(api_settings, **paths))
+        server_tls(dataclasses.replace(api_settings, **paths))
+
+
+def served_serial(port: int) -> int:
+    """The serial number of the certificate a new TLS connection to `port` is shown."""
+    from cryptography import x509
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # which certificate, not whether trusted
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+async def test_a_renewed_certificate_reaches_new_connections_on_both_faces(
+    api_settings, reranker, pki, tmp_path, caplog
+):  # noqa: F811
+    import trustme
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(pki.cert.read_bytes())
+    key.write_bytes(pki.key.read_bytes())
+    settings = dataclasses.replace(api_settings, tls_cert=cert, tls_key=key)
+    faces, stop = await serve(settings, reranker)
+    grpc_port, http_port = faces.grpc_port, faces.http_port
+    try:
+        first = {await asyncio.to_thread(served_serial, port) for port in (grpc_port, http_port)}
+        cert.write_text("not a certificate")  # a bad renewal keeps the certificate in use
+        faces.runtime.reload_secrets()
+        assert "keeping the TLS certificate in use" in caplog.text
+        assert {await asyncio.to_thread(served_serial, port) for port in (grpc_port, http_port)} == first
+        other = trustme.CA().issue_cert("127.0.0.1")
+        other.private_key_pem.write_to_path(key)
+        cert.write_bytes(b"".join(blob.bytes() for blob in other.cert_chain_pems))
+        faces.runtime.reload_secrets()
+        second = {await asyncio.to_thread(served_serial, port) for port in (grpc_port, http_port)}
+        assert len(first) == len(second) == 1 and first != second  # both faces, the new certificate
+    finally:
+        await stop()
