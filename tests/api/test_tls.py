@@ -172,8 +172,12 @@ def served_serial(port: int) -> int:
 
 
 async def test_a_renewed_certificate_reaches_new_connections_on_both_faces(
-    api_settings, reranker, pki, tmp_path, caplog
-):  # noqa: F811
+    api_settings,
+    reranker,
+    pki,  # noqa: F811
+    tmp_path,
+    caplog,
+):
     import trustme
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
