@@ -60,9 +60,16 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
+def router(app):
+    """The Starlette application inside the face's ASGI middleware (each wraps the next as `.app`)."""
+    while not hasattr(app, "routes"):
+        app = app.app
+    return app
+
+
 def protected_routes(runtime: Runtime) -> list[tuple[str, str]]:
     """(method, path) of every route of the HTTP face that needs a key: new routes are covered too."""
-    routes = [r for r in build_app(runtime).routes if isinstance(r, Route)]
+    routes = [r for r in router(build_app(runtime)).routes if isinstance(r, Route)]
     return [
         (method, route.path)
         for route in routes
@@ -217,7 +224,7 @@ async def test_closed_probes_and_health_need_the_key(api_settings, reranker):
 def test_no_key_configured_installs_nothing(api_settings):
     api_keys = ApiKeys(api_settings)
     assert not api_keys.enabled
-    assert build_app(Runtime(api_settings)).user_middleware == []
+    assert router(build_app(Runtime(api_settings))).user_middleware == []
 
 
 def test_every_key_is_compared_whichever_matches(api_settings, tmp_path, monkeypatch):
