@@ -40,6 +40,10 @@ class ChannelSpec:
     options: tuple[tuple[str, Any], ...]
     metadata: tuple[tuple[str, str], ...] = field(repr=False)  # sent with every call: the API key, never shown
 
+    def call_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What one call sends: the key, and the caller's W3C trace context when it has one."""
+        return self.metadata + trace_context()
+
     def channel(self) -> grpc.Channel:
         if self.credentials is None:
             return grpc.insecure_channel(self.target, options=self.options)
@@ -49,6 +53,19 @@ class ChannelSpec:
         if self.credentials is None:
             return grpc.aio.insecure_channel(self.target, options=self.options)
         return grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
+
+
+def trace_context() -> tuple[tuple[str, str], ...]:
+    """`traceparent` (and `tracestate`) of the caller's current OpenTelemetry span, so a search can be
+    followed into the sidecar (`serve --otel`); nothing when OpenTelemetry is not installed or no
+    span is active."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return ()
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return tuple(carrier.items())
 
 
 def channel_spec(

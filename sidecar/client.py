@@ -207,7 +207,7 @@ class RerankerClient(_ClientBase):
 
     def _call(self, method, request, timeout: float | None):
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=self.spec.metadata)
+            return method(request, timeout=timeout or self.timeout, metadata=self.spec.call_metadata())
         except grpc.RpcError as exc:
             raise diagnose(exc, self.spec) from None
 
@@ -269,7 +269,7 @@ class AsyncRerankerClient(_ClientBase):
 
     async def _call(self, method, request, timeout: float | None):
         try:
-            return await method(request, timeout=timeout or self.timeout, metadata=self.spec.metadata)
+            return await method(request, timeout=timeout or self.timeout, metadata=self.spec.call_metadata())
         except grpc.RpcError as exc:
             raise await asyncio.to_thread(diagnose, exc, self.spec) from None
 
