@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
+import os
 import sys
 from pathlib import Path
 
 from sidecar.apps import COMMANDS
 from sidecar.logs import configure_logging
-from sidecar.settings import Settings
+from sidecar.settings import API_KEY_ENV, Settings
 
 # Help text per Settings field: what it does and its trade-off.
 FLAG_HELP = {
@@ -81,6 +82,20 @@ FLAG_HELP = {
     "log_format": "text or json (one JSON object per line, one per request with its fields)",
     "otel": "OpenTelemetry tracing: one span per request with media/tokenization/queue/inference children, "
     "honouring W3C traceparent; exported over OTLP as the OTEL_* variables say (needs the [otel] extra)",
+    "api_key": "require this API key (authorization: Bearer <key>) on every route and RPC; unset = read "
+    "RERANK_SIDECAR_API_KEY; prefer --api-key-file or the variable: a flag's value shows in the process list",
+    "api_key_file": "require one of the keys in this file (one per line, # comments; several keys let you rotate "
+    "without downtime); re-read when it changes (checked every 10 s) and on SIGHUP; a bad file keeps the old keys",
+    "public_probes": "with keys: HTTP /health and /ready answer without one (--no-public-probes protects them)",
+    "public_grpc_health": "with keys: grpc.health.v1.Health answers without one (--no-public-grpc-health protects it)",
+    "public_metrics": "with keys: GET /metrics answers without one (--no-public-metrics protects it)",
+    "tls_cert": "PEM certificate chain: serve gRPC and HTTP over TLS (needs --tls-key); a renewed certificate is "
+    "read when the files change and on SIGHUP",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require mutual TLS, clients presenting a certificate this CA signed",
+    "grpc_max_connection_age_s": "close each gRPC connection after this many seconds, in-flight calls finishing "
+    "first; clients reconnect at once and re-resolve dns:/// targets, so replicas added since get calls too "
+    "(unset: connections last)",
 }
 
 
@@ -99,7 +114,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         elif "Path" in str(field.type):
             parser.add_argument(flag, dest=field.name, type=Path, default=default, help=help_text)
         else:
-            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(field.type), str)
             choices = FLAG_CHOICES.get(field.name)
             parser.add_argument(flag, dest=field.name, type=kind, default=default, choices=choices, help=help_text)
 
@@ -147,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         from sidecar.server import exit_promptly, serve
 
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+        values["api_key"] = values["api_key"] or os.environ.get(API_KEY_ENV) or None
         try:
             settings = Settings(**values)
         except ValueError as exc:

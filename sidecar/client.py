@@ -1,8 +1,9 @@
 """Python clients for the sidecar: `RerankerClient` (blocking) and `AsyncRerankerClient` (asyncio).
 
-Both take the same arguments and return the protobuf responses of `rerank.v1`. They retry calls
-that fail with UNAVAILABLE (server starting, restarting or briefly overloaded at the transport)
-with exponential backoff, and give every call a deadline.
+Both take the same arguments and return the protobuf responses of `rerank.v1`. Every call has a
+deadline. Calls are balanced over every address the target resolves to (gRPC `round_robin`), and
+a call that fails with UNAVAILABLE (a replica down, restarting or still loading) is retried with
+backoff on the next one by gRPC's retry policy (`sidecar.channel`).
 
     from sidecar.client import RerankerClient
 
@@ -11,6 +12,10 @@ with exponential backoff, and give every call a deadline.
     response = client.rerank("red running shoes", ["Blue sandals", {"text": "Red sneakers", "images": ["https://..."]}])
     for hit in response.results:
         print(hit.index, hit.score)
+
+    # several replicas, TLS with a private CA, an API key:
+    client = RerankerClient("dns:///rerank-sidecar-grpc.search.svc:50051", tls=True,
+                            root_certificates="ca.pem", api_key="...")
 
 Items may be given as a string (text), bytes (one encoded image), a `pathlib.Path` (an image file read
 on the client), a dict with `text`, `images`, `videos` (each a list of frames) and `id`, or a
@@ -30,10 +35,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
 from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
+from sidecar.channel import ChannelSpec, PemLike, channel_spec, diagnose
 
 ItemLike = str | bytes | Path | dict | pb.Item
 MediaLike = str | bytes | Path | pb.Media
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -91,26 +96,72 @@ def rerank_request(
     )
 
 
-def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
-
-
-class RerankerClient:
-    """Blocking client. Thread-safe; reuse one per process."""
+class _ClientBase:
+    """What both clients share: the channel's spec and the requests they build."""
 
     def __init__(
         self,
-        target: str = "127.0.0.1:50051",
+        target: str | Sequence[str] = "127.0.0.1:50051",
         *,
+        api_key: str | None = None,
+        tls: bool = False,
+        root_certificates: PemLike | None = None,
+        client_cert: PemLike | None = None,
+        client_key: PemLike | None = None,
+        server_name: str | None = None,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.2,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
-        self.target, self.timeout, self.retries, self.backoff = target, timeout, retries, backoff
-        self._channel = grpc.insecure_channel(target, options=_channel_options(max_message_bytes))
+        """Connect lazily to `target`.
+
+        Args:
+            target: `host:port`, `dns:///name:port` (every address of the name: a Kubernetes headless
+                Service), any gRPC target string, or a list of `ip:port` replicas. Calls are balanced
+                over the addresses (round_robin).
+            api_key: sent as `authorization: Bearer <key>`; None reads RERANK_SIDECAR_API_KEY, "" sends none.
+            tls: use TLS with the system's root certificates (implied by the next three arguments).
+            root_certificates: PEM CA bundle (bytes, PEM text, or a path) that signed the server's certificate.
+            client_cert, client_key: PEM certificate chain and key for mutual TLS (bytes, PEM text or paths).
+            server_name: the name the server's certificate must carry, when it is not the target's host.
+            timeout: default deadline per call, seconds (retries included).
+            retries: times a call that fails with UNAVAILABLE is retried, with exponential backoff from
+                `backoff` seconds (gRPC allows at most 4).
+            max_message_bytes: largest message sent or received.
+        """
+        self.spec: ChannelSpec = channel_spec(
+            target, api_key=api_key, tls=tls, root_certificates=root_certificates, client_cert=client_cert,
+            client_key=client_key, server_name=server_name, retries=retries, backoff=backoff,
+            max_message_bytes=max_message_bytes,
+        )  # fmt: skip
+        self.target, self.timeout, self.retries = self.spec.target, timeout, retries
+
+        self._channel = self._connect()
         self._stub = pb_grpc.RerankerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _connect(self) -> Any:
+        """The channel (blocking or asyncio) built from `self.spec`."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _embed_request(inputs: Sequence[ItemLike], instruction: str | None, dimensions: int) -> pb.EmbedRequest:
+        return pb.EmbedRequest(
+            inputs=[to_item(i) for i in inputs], instruction=instruction or "", dimensions=dimensions
+        )
+
+    def _not_ready(self, timeout: float, last: grpc.RpcError | None) -> TimeoutError:
+        """The TimeoutError of wait_until_ready, with the last failure's code and details."""
+        reason = f" (last health check: {last.code().name}: {last.details()})" if last is not None else ""
+        return TimeoutError(f"sidecar at {self.target} not ready after {timeout:.0f}s{reason}")
+
+
+class RerankerClient(_ClientBase):
+    """Blocking client. Thread-safe; reuse one per process."""
+
+    def _connect(self) -> grpc.Channel:
+        return self.spec.channel()
 
     def rerank(
         self,
@@ -135,36 +186,30 @@ class RerankerClient:
         timeout: float | None = None,
     ) -> pb.EmbedResponse:
         """One vector per input, in input order (needs a server with --embedding-model)."""
-        request = pb.EmbedRequest(
-            inputs=[to_item(i) for i in inputs], instruction=instruction or "", dimensions=dimensions
-        )
-        return self._call(self._stub.Embed, request, timeout)
+        return self._call(self._stub.Embed, self._embed_request(inputs, instruction, dimensions), timeout)
 
     def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
         return self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server reports SERVING, or raise TimeoutError."""
-        end = time.monotonic() + timeout
+        """Block until the server (one replica, behind several targets) reports SERVING, or raise TimeoutError."""
+        end, last = time.monotonic() + timeout, None
         while True:
             try:
-                status = self._health.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
+                request = health_pb2.HealthCheckRequest()
+                if self._health.Check(request, timeout=2.0, metadata=self.spec.metadata).status == SERVING:
                     return
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as exc:
+                last = exc
             if time.monotonic() > end:
-                raise TimeoutError(f"sidecar at {self.target} not ready after {timeout:.0f}s")
+                raise self._not_ready(timeout, last and diagnose(last, self.spec))
             time.sleep(0.2)
 
     def _call(self, method, request, timeout: float | None):
-        for attempt in range(self.retries + 1):
-            try:
-                return method(request, timeout=timeout or self.timeout)
-            except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.retries:
-                    raise
-                time.sleep(self.backoff * 2**attempt)
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self.spec.call_metadata())
+        except grpc.RpcError as exc:
+            raise diagnose(exc, self.spec) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -176,22 +221,11 @@ class RerankerClient:
         self.close()
 
 
-class AsyncRerankerClient:
-    """asyncio client with the same methods as `RerankerClient`, as coroutines."""
+class AsyncRerankerClient(_ClientBase):
+    """asyncio client with the same arguments and methods as `RerankerClient`, as coroutines."""
 
-    def __init__(
-        self,
-        target: str = "127.0.0.1:50051",
-        *,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.2,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE,
-    ) -> None:
-        self.target, self.timeout, self.retries, self.backoff = target, timeout, retries, backoff
-        self._channel = grpc.aio.insecure_channel(target, options=_channel_options(max_message_bytes))
-        self._stub = pb_grpc.RerankerStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+    def _connect(self) -> grpc.aio.Channel:
+        return self.spec.aio_channel()
 
     async def rerank(
         self,
@@ -214,35 +248,30 @@ class AsyncRerankerClient:
         dimensions: int = 0,
         timeout: float | None = None,
     ) -> pb.EmbedResponse:
-        request = pb.EmbedRequest(
-            inputs=[to_item(i) for i in inputs], instruction=instruction or "", dimensions=dimensions
-        )
-        return await self._call(self._stub.Embed, request, timeout)
+        return await self._call(self._stub.Embed, self._embed_request(inputs, instruction, dimensions), timeout)
 
     async def model_info(self, timeout: float | None = None) -> pb.ModelInfo:
         return await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
 
     async def wait_until_ready(self, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
+        end, last = time.monotonic() + timeout, None
         while True:
             try:
-                response = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                request = health_pb2.HealthCheckRequest()
+                response = await self._health.Check(request, timeout=2.0, metadata=self.spec.metadata)
+                if response.status == SERVING:
                     return
-            except grpc.RpcError:
-                pass
+            except grpc.RpcError as exc:
+                last = exc
             if time.monotonic() > end:
-                raise TimeoutError(f"sidecar at {self.target} not ready after {timeout:.0f}s")
+                raise self._not_ready(timeout, last and await asyncio.to_thread(diagnose, last, self.spec))
             await asyncio.sleep(0.2)
 
     async def _call(self, method, request, timeout: float | None):
-        for attempt in range(self.retries + 1):
-            try:
-                return await method(request, timeout=timeout or self.timeout)
-            except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or attempt == self.retries:
-                    raise
-                await asyncio.sleep(self.backoff * 2**attempt)
+        try:
+            return await method(request, timeout=timeout or self.timeout, metadata=self.spec.call_metadata())
+        except grpc.RpcError as exc:
+            raise await asyncio.to_thread(diagnose, exc, self.spec) from None
 
     async def close(self) -> None:
         await self._channel.close()
@@ -252,3 +281,6 @@ class AsyncRerankerClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING

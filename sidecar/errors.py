@@ -20,6 +20,7 @@ class Kind(enum.Enum):
     UNAVAILABLE = "unavailable"  # the model is not loaded (yet) or is shutting down
     NOT_SERVED = "not_served"  # this server has no model for the requested operation
     BACKEND = "backend"  # the model failed on valid input
+    UNAUTHENTICATED = "unauthenticated"  # the API key is missing or not one the server accepts
 
 
 class SidecarError(Exception):

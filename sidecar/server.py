@@ -22,8 +22,10 @@ from grpc_health.v1 import health_pb2
 
 from sidecar import metrics
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
+from sidecar.api.auth import ApiKeys
 from sidecar.api.grpc_server import HEALTH_SERVICES, not_ready, start_grpc_server
 from sidecar.api.http_app import start_http_server
+from sidecar.api.tls import server_tls
 from sidecar.api.waiting import unless
 from sidecar.errors import Kind, SidecarError
 from sidecar.settings import Settings
@@ -42,6 +44,18 @@ class Runtime:
         self.tracing = tracing
         self.draining = False  # SIGTERM received: /ready answers 503
         self._drain_over = asyncio.Event()  # the drain time has ended: in-flight work is answered UNAVAILABLE
+        self.api_keys = ApiKeys(settings)  # API keys; SystemExit when the key file cannot be used
+        self.tls = server_tls(settings)  # None for plaintext; SystemExit when the files cannot serve
+
+    def reload_secrets(self, why: str = "SIGHUP") -> None:
+        """Re-read the API key file and the TLS files (SIGHUP); each keeps what it has on a bad file."""
+        self.api_keys.reload(why)
+        if self.tls is not None:
+            self.tls.reload(why)
+
+    async def watch_secrets(self) -> None:
+        """Re-read the key and TLS files whenever they change on disk; runs until cancelled."""
+        await asyncio.gather(self.api_keys.watch(), *([self.tls.watch()] if self.tls else []))
 
     def ready_engine(self):
         if self.engine is None:
@@ -170,10 +184,19 @@ async def serve(settings: Settings) -> None:
     if settings.metrics_port is not None:
         scrape = metrics.MetricsServer(settings.host, settings.metrics_port)
         log.info("metrics on http://%s:%d/metrics", settings.host, scrape.port)
+    log.info(
+        "%s; %s",
+        "API key required (authorization: Bearer <key>)" if runtime.api_keys.enabled else "no API key required",
+        "TLS" + (" with client certificates (mutual TLS)" if settings.tls_client_ca else "")
+        if settings.tls_cert
+        else "plaintext",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload_secrets)
+    key_watch = asyncio.ensure_future(runtime.watch_secrets())  # re-reads changed key and TLS files
     load = _in_daemon_thread(load_engine, settings)
     waiter = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait({load, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,6 +216,7 @@ async def serve(settings: Settings) -> None:
             metrics.serving(True, settings.max_queued_pairs)
             log.info("ready: serving on %s:%d", settings.host, port)
         await waiter
+    key_watch.cancel()
     await _drain(runtime, server, health, http, settings.drain_seconds)
     if scrape is not None:
         scrape.stop()

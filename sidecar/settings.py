@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+API_KEY_ENV = "RERANK_SIDECAR_API_KEY"  # one API key, read by `serve` and by the clients when none is passed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +65,19 @@ class Settings:
     # Special-token strings in user text: "plain" encodes them as text (a document cannot forge prompt
     # structure); "reference" encodes them as special tokens, exactly as the official reference does.
     special_tokens_in_text: str = "plain"
+    # API keys (sidecar/api/auth.py): with either set, every route and RPC needs `authorization: Bearer <key>`.
+    api_key: str | None = field(default=None, repr=False)  # one key; also read from API_KEY_ENV
+    api_key_file: Path | None = None  # keys one per line (several for rotation); re-read on SIGHUP
+    public_probes: bool = True  # HTTP /health and /ready answer without a key
+    public_grpc_health: bool = True  # grpc.health.v1.Health answers without a key
+    public_metrics: bool = True  # GET /metrics answers without a key
+    # TLS (sidecar/api/tls.py): both faces on the same certificate; a client CA turns on mutual TLS.
+    tls_cert: Path | None = None  # PEM certificate chain
+    tls_key: Path | None = None  # PEM private key
+    tls_client_ca: Path | None = None  # PEM CA bundle; clients must present a certificate it signed
+    # Close each gRPC connection after this long (in-flight calls finish first): clients reconnect and
+    # re-resolve dns:/// targets, which is how they find replicas added since. None = never.
+    grpc_max_connection_age_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.special_tokens_in_text not in ("plain", "reference"):

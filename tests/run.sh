@@ -21,6 +21,9 @@ python -m pip install --quiet -e ".[test]"
 echo "== installing test engines (cached after the first run)"
 bash tests/engines/all.sh install
 
+echo "== building helm for the chart tests (cached after the first run)"
+bash tests/tools/helm.sh >/dev/null
+
 echo "== installing chromium, its driver and docker-compose (tests/test_web.py, tests/test_compose.py)"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v docker-compose >/dev/null; then
     apt-get update -qq

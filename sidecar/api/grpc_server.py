@@ -22,6 +22,7 @@ from grpc_health.v1._async import HealthServicer
 
 from sidecar import metrics
 from sidecar._proto.rerank.v1 import reranker_pb2 as pb
+from sidecar.api.auth import ApiKeyInterceptor
 from sidecar.api.convert import embed_from_pb, rerank_from_pb, rerank_response, usage_to_pb
 from sidecar.api.grpc_guard import DecodeGuard
 from sidecar.api.observe import RequestRecord, close
@@ -157,23 +158,29 @@ def _register(server: grpc.aio.Server, service: RerankerService) -> None:
 async def start_grpc_server(runtime, host: str, port: int) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """Bind and start the gRPC server; health starts NOT_SERVING until the runtime marks itself ready."""
     settings = runtime.settings
-    server = grpc.aio.server(
-        interceptors=[DecodeGuard()],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would start and share
-            # it silently; only --reuse-port asks for that.
-            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
-        ],
-    )
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC sets SO_REUSEPORT by default, so a second server on a taken port would start and share
+        # it silently; only --reuse-port asks for that.
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+    ]
+    if (age := settings.grpc_max_connection_age_s) is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.drain_seconds * 1000)),
+        ]
+    # A key is checked before anything else reads the request.
+    interceptors = ([ApiKeyInterceptor(runtime.api_keys)] if runtime.api_keys.enabled else []) + [DecodeGuard()]
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     _register(server, RerankerService(runtime))
     add_tei_services(runtime, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     enable_reflection(server, [SERVICE_NAME, *TEI_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    address, tls = f"{host}:{port}", runtime.tls
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = server.add_secure_port(address, tls.grpc_credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:

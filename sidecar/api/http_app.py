@@ -48,6 +48,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar import metrics
 from sidecar.api import openapi
+from sidecar.api.auth import ApiKeyMiddleware
 from sidecar.api.dialects import RERANK_ROUTES, Dialect, for_body, tei_info
 from sidecar.api.http_body import MalformedBody, read_json
 from sidecar.api.http_guard import Guard, error_response, guarded_protocol, trusted_host_names
@@ -279,7 +280,9 @@ def build_app(runtime) -> ASGIApp:
         Route("/.well-known/live", service.health, methods=["GET"]),
         Route("/meta", service.meta, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+    app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+    if runtime.api_keys.enabled:
+        app = ApiKeyMiddleware(app, runtime.api_keys, render=sidecar_error_response, mark=mark)
     settings = runtime.settings
     guarded = Guard(app, trusted_host_names(settings.trusted_hosts, settings.host), mark)
     return Observed(guarded, runtime, frozenset(route.path for route in routes))
@@ -339,6 +342,7 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
         server_header=False,
         # A backstop only: sidecar.server answers what is still in flight when the drain time ends.
         timeout_graceful_shutdown=settings.drain_seconds + 2,
+        **(runtime.tls.uvicorn_options() if runtime.tls else {}),
     )
     server = _Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -347,4 +351,6 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
             task.result()  # re-raise a startup failure
             raise SystemExit(f"HTTP server on {host}:{bound} stopped during startup")
         await asyncio.sleep(0.01)
+    if runtime.tls:
+        runtime.tls.track(config.ssl)  # renewed certificates reach new HTTPS connections too
     return HttpServer(server, task, bound), bound

@@ -15,6 +15,7 @@ GRPC_CODES: dict[Kind, grpc.StatusCode] = {
     Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Kind.NOT_SERVED: grpc.StatusCode.UNIMPLEMENTED,
     Kind.BACKEND: grpc.StatusCode.INTERNAL,
+    Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 HTTP_CODES: dict[Kind, int] = {
@@ -26,6 +27,7 @@ HTTP_CODES: dict[Kind, int] = {
     Kind.UNAVAILABLE: 503,
     Kind.NOT_SERVED: 501,
     Kind.BACKEND: 500,
+    Kind.UNAUTHENTICATED: 401,
 }
 
 # Failures that exist only in HTTP, answered before a request reaches a dialect: status -> code.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import statistics
 import sys
@@ -38,7 +39,8 @@ from sidecar.apps.embedded import (
     resolve_models,
     say,
 )
-from sidecar.settings import Settings
+from sidecar.apps.sidecar_flags import add_key_argument
+from sidecar.settings import API_KEY_ENV, Settings
 
 FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--model", {"help": f"reranker: hub id or local directory (default: {DEFAULT_RERANKER})"}),
@@ -62,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, options in FLAGS:
         parser.add_argument(flag, **options)
+    add_key_argument(parser)  # the demo's sidecar requires it, and its client sends it
     # --- `demo --web`: the search page instead of the printed tables; see sidecar/apps/web/cli.py ---
     web = parser.add_argument_group("web page")
     web.add_argument("--web", action="store_true", help="serve the search page instead of printing tables")
@@ -138,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(getattr(signal, name), interrupt)
     if not args.verbose:
         quiet_engine_logs()
+    if args.sidecar_api_key:  # read by the sidecar process it starts and by its client alike
+        os.environ[API_KEY_ENV] = args.sidecar_api_key
     try:
         if getattr(args, "web", False):  # `demo --web`
             from sidecar.apps.web.cli import run_embedded

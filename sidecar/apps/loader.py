@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.apps.demo_data import DATA_DIR, load_catalogue
+from sidecar.apps.sidecar_flags import add_sidecar_arguments, client_options, sidecar_target
 
 log = logging.getLogger("sidecar.apps.loader")
 ENGINES = ("elasticsearch", "opensearch", "qdrant", "milvus", "weaviate", "solr")
@@ -48,7 +49,7 @@ class LoaderError(Exception):
 class Targets:
     """Where to load: the sidecar's gRPC target and each engine's URL/URI/path (None: skip that engine)."""
 
-    sidecar: str
+    sidecar: str | list[str]
     engines: dict[str, str] = field(default_factory=dict)
     collection: str = DEFAULT_COLLECTION
     wait_timeout: float = 600.0
@@ -56,6 +57,7 @@ class Targets:
     milvus_full_text: bool = True
     weaviate_grpc_port: int = WEAVIATE_GRPC_PORT
     weaviate_reranker_url: str | None = None  # the sidecar's HTTP URL as Weaviate reaches it
+    sidecar_options: dict[str, Any] = field(default_factory=dict)  # RerankerClient's api_key and TLS arguments
 
 
 def inline_image(ref: str) -> str:
@@ -97,11 +99,11 @@ def _http_json(url: str) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def wait_sidecar(target: str, timeout: float) -> Any:
-    """A `RerankerClient` on `target` once it reports SERVING (models loaded and warmed up)."""
+def wait_sidecar(target: str | list[str], timeout: float, **options: Any) -> Any:
+    """A `RerankerClient` on `target` (`options`: api_key, TLS) once it reports SERVING (models loaded, warm)."""
     from sidecar.client import RerankerClient
 
-    client = RerankerClient(target, timeout=600, retries=0)
+    client = RerankerClient(target, timeout=600, retries=0, **options)
     try:
         _until(f"the sidecar at {target}", timeout, lambda: client.wait_until_ready(timeout=5))
     except BaseException:
@@ -226,7 +228,7 @@ def load(targets: Targets, *, close: bool = True) -> dict[str, int]:
         raise LoaderError(f"give at least one of --{' --'.join(ENGINES)}")
     documents = catalogue_documents()
     log.info("waiting for the sidecar at %s (up to %.0fs)", targets.sidecar, targets.wait_timeout)
-    sidecar = wait_sidecar(targets.sidecar, targets.wait_timeout)
+    sidecar = wait_sidecar(targets.sidecar, targets.wait_timeout, **targets.sidecar_options)
     counts: dict[str, int] = {}
     try:
         from connectors.indexing import embed_documents
@@ -259,7 +261,7 @@ def load(targets: Targets, *, close: bool = True) -> dict[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `load-catalogue` subcommand's flags."""
     parser.description = "Index the bundled demo catalogue into the given engines (embedding through the sidecar)."
-    parser.add_argument("--sidecar", required=True, help="the sidecar's gRPC target, host:port")
+    add_sidecar_arguments(parser)
     parser.add_argument("--elasticsearch", metavar="URL", help="Elasticsearch 9 URL, e.g. http://elasticsearch:9200")
     parser.add_argument("--opensearch", metavar="URL", help="OpenSearch 2.x URL, e.g. http://opensearch:9200")
     parser.add_argument(
@@ -293,8 +295,8 @@ def targets_from_args(args: argparse.Namespace) -> Targets:
     """`Targets` from parsed `load-catalogue` flags."""
     engines = {name: getattr(args, name) for name in ENGINES if getattr(args, name)}
     return Targets(
-        args.sidecar, engines, args.collection, args.wait_timeout, args.recreate, args.milvus_full_text,
-        args.weaviate_grpc_port, args.weaviate_reranker_url,
+        sidecar_target(args.sidecar), engines, args.collection, args.wait_timeout, args.recreate,
+        args.milvus_full_text, args.weaviate_grpc_port, args.weaviate_reranker_url, client_options(args),
     )  # fmt: skip
 
 

@@ -6,13 +6,17 @@ with plain HTTP calls, idempotently:
 1. an ML-commons HTTP connector to the sidecar's Cohere-compatible `/v2/rerank`, using
    ML-commons' `connector.pre_process.cohere.rerank` / `connector.post_process.cohere.rerank`
    (one similarity per document, in input order); the sidecar URL is the connector parameter
-   `endpoint`, used as `${parameters.endpoint}/v2/rerank`;
+   `endpoint`, used as `${parameters.endpoint}/v2/rerank`; the sidecar's API key is the
+   connector's `credential.api_key` (stored encrypted by ML-commons), sent as
+   `Authorization: Bearer ${credential.api_key}`;
 2. a model group, and a remote model (`function_name: remote`) on that connector, deployed;
 3. a search pipeline whose `rerank` response processor (`ml_opensearch`) calls that model with the
    `document_fields` of each hit.
 
-Objects are found by name. Re-running with the same arguments changes nothing. A changed sidecar
-URL (or connector JSON) updates the existing connector in place: ML-commons 2.19 refuses to update
+Objects are found by name. Re-running with the same arguments changes nothing. ML-commons never
+returns a stored credential, so the connector carries the key's fingerprint (the first 16 hex
+digits of its SHA-256) in the parameter `api_key_fingerprint`, by which a changed key is seen. A
+changed sidecar URL or key (or connector JSON) updates the existing connector in place: ML-commons 2.19 refuses to update
 a connector while a deployed model uses it, so the model is undeployed, the connector updated
 (`PUT _plugins/_ml/connectors/<id>`) and the model deployed again; model id and pipeline stay.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import ssl
 import sys
@@ -31,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sidecar.apps.sidecar_flags import add_key_argument
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "opensearch-plugin-config"
 ML = "/_plugins/_ml"
@@ -130,18 +137,31 @@ def load_config(config_dir: Path = CONFIG_DIR) -> dict[str, dict[str, Any]]:
 
 
 def desired_bodies(
-    config: dict[str, dict[str, Any]], sidecar_url: str, model_name: str, document_fields: list[str]
+    config: dict[str, dict[str, Any]],
+    sidecar_url: str,
+    model_name: str,
+    document_fields: list[str],
+    api_key: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The config with this run's names, sidecar URL and document fields filled in."""
+    """The config with this run's names, sidecar URL, API key and document fields filled in."""
     bodies = copy.deepcopy(config)
     bodies["connector"]["name"] = f"{model_name}-connector"
-    bodies["connector"].setdefault("parameters", {})["endpoint"] = sidecar_url.rstrip("/")
+    parameters = bodies["connector"].setdefault("parameters", {})
+    parameters["endpoint"] = sidecar_url.rstrip("/")
+    if api_key:
+        bodies["connector"]["credential"] = {"api_key": api_key}
+        parameters["api_key_fingerprint"] = key_fingerprint(api_key)
     bodies["model-group"]["name"] = f"{model_name}-group"
     bodies["model"]["name"] = model_name
     for processor in bodies["search-pipeline"]["response_processors"]:
         if "rerank" in processor:
             processor["rerank"]["context"]["document_fields"] = list(document_fields)
     return bodies
+
+
+def key_fingerprint(api_key: str) -> str:
+    """What the connector keeps to tell a changed key: 16 hex digits of its SHA-256, never the key."""
+    return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
 
 
 def matches(existing: Any, desired: Any) -> bool:
@@ -312,11 +332,13 @@ def setup(
     insecure: bool = False,
     check: bool = True,
     config_dir: Path = CONFIG_DIR,
+    api_key: str | None = None,
 ) -> SetupResult:
     """Apply connector, model group, model (deployed) and pipeline; see the module docstring."""
     client = OpenSearchHttp(opensearch, username, password, insecure)
     check_cluster(client)
-    bodies = desired_bodies(load_config(config_dir), sidecar_url, model_name, document_fields or ["content"])
+    config = load_config(config_dir)
+    bodies = desired_bodies(config, sidecar_url, model_name, document_fields or ["content"], api_key)
     result = SetupResult("", "", "", pipeline)
     redeploy = ensure_connector(client, bodies["connector"], result)
     ensure_model(client, bodies, result)
@@ -341,6 +363,7 @@ def add_arguments(parser: Any) -> None:
     """The `opensearch-setup` flags (argparse)."""
     parser.add_argument("--opensearch", required=True, help="OpenSearch URL, e.g. http://127.0.0.1:9200")
     parser.add_argument("--sidecar-url", required=True, help="the sidecar's HTTP face as OpenSearch reaches it")
+    add_key_argument(parser)
     parser.add_argument("--pipeline", default="rerank-sidecar", help="search pipeline name (default: rerank-sidecar)")
     parser.add_argument(
         "--document-fields",
@@ -362,7 +385,7 @@ def run(args: Any) -> int:
     try:
         result = setup(
             args.opensearch, args.sidecar_url, args.pipeline, fields, args.model_name,
-            args.username, args.password, args.insecure, args.check, args.config_dir,
+            args.username, args.password, args.insecure, args.check, args.config_dir, args.sidecar_api_key,
         )  # fmt: skip
     except SetupError as exc:
         print(f"opensearch-setup failed: {exc}", file=sys.stderr)

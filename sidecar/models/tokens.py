@@ -172,17 +172,23 @@ class PromptTokenizer:
 
     def stable_split(self, text: str, follower: str) -> int:
         """A character index i such that ids(text[:i]) + ids(text[i:] + follower + x) equal
-        ids(text + follower + x) for every x: the start of the pre-token that reaches `follower`.
+        ids(text + follower + x) for every x: a pre-token boundary before the pre-token that reaches
+        `follower`, where text[:i] on its own pre-tokenizes as it does in the whole.
 
         `text` must already be NFC-normalised and `follower` must start with a line break (which no
         normalisation joins to what precedes it).
         """
         found = list(self._added_pattern.finditer(text))  # the encoder splits at these first
         base = found[-1].end() if found else 0
-        pieces = self._pre_tokenizer.pre_tokenize_str(text[base:] + follower)
-        for _, (start, end) in reversed(pieces):
-            if start < len(text) - base:
-                return base + (start if end > len(text) - base else end)
+        rest = text[base:]
+        pieces = [span for _, span in self._pre_tokenizer.pre_tokenize_str(rest + follower)]
+        # Boundaries before the pre-token that reaches `follower`, latest first. A whitespace pre-token
+        # is split by what follows it (a space before a non-space starts the next one), so a boundary
+        # counts only where the head alone pre-tokenizes as it does in the whole.
+        for split in sorted({end for _, end in pieces if end <= len(rest)}, reverse=True):
+            head = [span for span in pieces if span[1] <= split]
+            if [span for _, span in self._pre_tokenizer.pre_tokenize_str(rest[:split])] == head:
+                return base + split
         return base
 
     def normalize(self, text: str) -> str:

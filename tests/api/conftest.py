@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import socket
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -132,9 +133,9 @@ def stalled_url():
     server.close()
 
 
-def _exchange(request: urllib.request.Request) -> Reply:
+def _exchange(request: urllib.request.Request, context: ssl.SSLContext | None = None) -> Reply:
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60, context=context) as response:
             status, headers, raw = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
         status, headers, raw = exc.code, dict(exc.headers), exc.read()

@@ -26,14 +26,14 @@ TRACEPARENT = f"00-{TRACE_ID}-{CALLER_SPAN}-01"
 
 @pytest.fixture
 async def traced(api_settings, runtime):
-    """Both faces over a runtime that traces into memory; yields (exporter, http, grpc stub)."""
+    """Both faces over a runtime that traces into memory; yields (exporter, http, grpc stub, grpc target)."""
     exporter = InMemorySpanExporter()
     traced = Runtime(api_settings, start_tracing(True, SimpleSpanProcessor(exporter)))
     traced.engine = runtime.engine
     http_server, http = await http_server_for(traced)
     grpc_server, _, port = await start_grpc_server(traced, "127.0.0.1", 0)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield exporter, http, pb_grpc.RerankerStub(channel)
+        yield exporter, http, pb_grpc.RerankerStub(channel), f"127.0.0.1:{port}"
     await grpc_server.stop(None)
     await http_server.stop()
     traced.tracing.shutdown()
@@ -57,7 +57,7 @@ def _check_request_span(spans, name: str):
 
 
 async def test_an_http_request_continues_the_callers_trace(traced, caplog):
-    exporter, http, _ = traced
+    exporter, http, _, _ = traced
     with caplog.at_level(logging.INFO, logger="sidecar.requests"):
         reply = await http.post(
             "/v2/rerank", {"query": "q", "documents": ["a", "b"]}, headers={"traceparent": TRACEPARENT}
@@ -70,7 +70,7 @@ async def test_an_http_request_continues_the_callers_trace(traced, caplog):
 
 
 async def test_a_grpc_request_continues_the_callers_trace(traced):
-    exporter, _, stub = traced
+    exporter, _, stub, _ = traced
     request = pb.RerankRequest(query=pb.Item(text="q"), documents=[pb.Item(text="a")] * 3)
     await stub.Rerank(request, metadata=[("traceparent", TRACEPARENT)], timeout=60)
     span = _check_request_span(exporter.get_finished_spans(), "rerank.v1.Reranker/Rerank")
@@ -78,8 +78,24 @@ async def test_a_grpc_request_continues_the_callers_trace(traced):
     assert span.attributes["rerank.documents"] == 3 and span.attributes["rerank.input_tokens"] > 0
 
 
+async def test_the_python_client_carries_the_callers_trace(traced):
+    """A connector's search runs inside the application's span: the client sends it as traceparent."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from sidecar.client import AsyncRerankerClient
+
+    exporter, _, _, target = traced
+    tracer = TracerProvider().get_tracer("application")  # the application's own provider, not the server's
+    with tracer.start_as_current_span("search") as search:
+        async with AsyncRerankerClient(target, timeout=60, retries=0) as client:
+            await client.rerank("q", ["a", "b"])
+    (request,) = [span for span in exporter.get_finished_spans() if span.name == "rerank.v1.Reranker/Rerank"]
+    assert request.context.trace_id == search.get_span_context().trace_id
+    assert request.parent.span_id == search.get_span_context().span_id
+
+
 async def test_without_traceparent_a_request_starts_its_own_trace_and_failures_are_marked(traced):
-    exporter, http, stub = traced
+    exporter, http, stub, _ = traced
     assert (await http.post("/v2/rerank", {"query": "q"})).status == 422
     (span,) = exporter.get_finished_spans()
     assert span.parent is None and span.attributes["rerank.status"] == "validation"

@@ -9,7 +9,7 @@ combining marks, special-token strings) and checks the ids are exactly the whole
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecar.models.pairs import Pair, PairBuilder, PairLimits
@@ -75,6 +75,7 @@ def test_tail_window_is_the_end_of_the_whole_encoding(prompt_tokenizer, hf_token
 
 @PROPERTY
 @given(head=texts, follower=texts)
+@example(head=" \t?", follower="")  # whitespace split by what follows it: a space, then a tab before "?"
 def test_stable_split_keeps_the_head_independent_of_what_follows(prompt_tokenizer, hf_tokenizer, head, follower):
     mode, lead = prompt_tokenizer.mode, "\n<Document>:"
     head = prompt_tokenizer.normalize(head)
@@ -118,6 +119,7 @@ def test_pairs_equal_the_reference_prompt_truncated_by_its_rule(
 
 @PROPERTY
 @given(query=plain_texts, documents=st.lists(plain_texts, min_size=1, max_size=3), max_length=st.integers(40, 400))
+@example(query=" \t?", documents=[""], max_length=59)
 def test_plain_mode_equals_the_reference_on_text_without_special_tokens(
     hf_tokenizer, tokenizers, query, documents, max_length
 ):

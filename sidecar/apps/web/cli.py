@@ -24,12 +24,13 @@ from sidecar.apps.loader import (
     open_client,
     wait_engine,
 )
+from sidecar.apps.sidecar_flags import add_sidecar_arguments, client_options, sidecar_target
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `web` subcommand's flags."""
     parser.description = "Serve the search page (first-stage vs reranked results) against running engines."
-    parser.add_argument("--sidecar", required=True, help="the sidecar's gRPC target, host:port")
+    add_sidecar_arguments(parser)
     for engine in ("elasticsearch", "opensearch", "qdrant", "milvus"):
         parser.add_argument(f"--{engine}", metavar="URL", help=f"{engine} URL (Qdrant/Milvus also a local path)")
     add_engine_arguments(parser)
@@ -93,7 +94,7 @@ def stack_backend(args: argparse.Namespace) -> Any:
     mapping = FieldMapping(
         text_fields=tuple(args.text_field or ["text"]), image_fields=(args.image_field,), image_uri=inline_image
     )
-    client = wait_sidecar(args.sidecar, args.wait_timeout)
+    client = wait_sidecar(sidecar_target(args.sidecar), args.wait_timeout, **client_options(args))
     connectors = {}
     for engine, location in engines.items():
         wait_engine(engine, location, args.wait_timeout)
