@@ -35,7 +35,8 @@ from sidecar.settings import Settings
 log = logging.getLogger("sidecar.auth")
 RERANKER_SERVICE = "rerank.v1.Reranker"
 
-PROBE_PATHS = frozenset({"/health", "/ready", "/.well-known/ready", "/.well-known/live"})  # /.well-known: Weaviate's
+# /.well-known/*: the same probes where Weaviate's reranker-transformers module looks for them.
+PROBE_PATHS = frozenset({"/health", "/ready", "/.well-known/ready", "/.well-known/live"})
 METRICS_PATHS = frozenset({"/metrics"})
 GRPC_HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 WWW_AUTHENTICATE = 'Bearer realm="rerank-sidecar"'

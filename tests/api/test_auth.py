@@ -116,8 +116,8 @@ async def test_each_dialect_serves_every_key_of_the_file(faces, key):
 
 
 async def test_probes_answer_without_a_key(faces):
-    assert (await faces.http.call("GET", "/health")).status == 200
-    assert (await faces.http.call("GET", "/ready")).status == 200
+    for path in ("/health", "/ready", "/.well-known/ready", "/.well-known/live"):  # the last two: Weaviate's module
+        assert (await faces.http.call("GET", path)).status == 200, path
 
 
 async def test_unknown_routes_are_refused_before_they_are_looked_up(faces):
@@ -188,7 +188,7 @@ def test_each_exemption_is_a_flag(api_settings, flag):
     open_keys = ApiKeys(dataclasses.replace(api_settings, api_key=KEY_A))
     closed = ApiKeys(dataclasses.replace(api_settings, api_key=KEY_A, **{flag: False}))
     opened = {
-        "public_probes": {"/health", "/ready"},
+        "public_probes": {"/health", "/ready", "/.well-known/ready", "/.well-known/live"},
         "public_metrics": {"/metrics"},
         "public_grpc_health": {"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"},
     }[flag]
