@@ -156,3 +156,39 @@ def test_a_compiled_graph_failing_later_falls_back_to_eager_and_keeps_serving(fu
     fused.set_enabled(True)
     for got, want in zip(served, eager, strict=True):
         assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_a_batch_mixing_prefixes_keeps_the_compiled_layout_per_prefix_group(fused_reranker, monkeypatch):
+    """Rows of two requests (several rows each), of a third (one row) and of a request without a
+    prefix in one forward: each group attends to its own prefix, with no new compilation."""
+    from torch._dynamo.utils import counters
+
+    from sidecar.media import MediaPolicy, MediaResolver
+
+    def prepared(request: RerankInput, reuse: bool = True):
+        out = fused_reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse)
+        fused_reranker.forward_prefix(out.prefix)
+        return out.rows
+
+    a = prepared(REQUESTS[2])[:3]
+    b = prepared(REQUESTS[4])  # an image query; an image-only and an empty document
+    c = prepared(REQUESTS[3])[:1]
+    d = prepared(RerankInput(ItemInput(text="no prefix"), documents(2, seed=8)), reuse=False)
+    rows = [a[0], b[0], d[0], a[1], c[0], b[1], a[2], d[1]]  # interleaved: the forward groups them
+    compiled = fused._compiled()
+    calls: list[int] = []
+    original = compiled.before_prefixed
+    monkeypatch.setattr(compiled, "before_prefixed", lambda *args: calls.append(1) or original(*args))
+    graphs = counters["stats"]["unique_graphs"]
+    mixed = fused_reranker.forward_rows(rows).tolist()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(calls) == 2 * len(fused_reranker.base.language_model.layers)  # groups a and b, every layer
+    fused.set_enabled(False)
+    try:
+        eager = fused_reranker.forward_rows(rows).tolist()
+    finally:
+        fused.set_enabled(True)
+    alone = [fused_reranker.forward_rows(group).tolist() for group in (a, b, c, d)]
+    expected = [alone[0][0], alone[1][0], alone[3][0], alone[0][1], alone[2][0], alone[1][1], alone[0][2], alone[3][1]]
+    assert mixed == pytest.approx(eager, abs=1e-5)
+    assert mixed == pytest.approx(expected, abs=1e-5)
