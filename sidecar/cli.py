@@ -16,6 +16,8 @@ from sidecar.settings import Settings
 # Help text per Settings field: what it does and its trade-off.
 FLAG_HELP = {
     "model": "reranker checkpoint: hub id (e.g. Qwen/Qwen3-VL-Reranker-2B) or local directory",
+    "adapter": "LoRA adapter directory written by `rerank-sidecar finetune`, merged into the --model weights at "
+    "load (every fast path serves it unchanged; GetModelInfo and /info name it)",
     "embedding_model": "embedding checkpoint: hub id (e.g. Qwen/Qwen3-VL-Embedding-2B) or local directory",
     "host": "address to bind; keep 127.0.0.1 unless a network policy protects the port",
     "port": "gRPC port (0 picks a free one and logs it)",
@@ -107,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--shape",
         default="tiny",
-        choices=["tiny", "mini", "2b"],
-        help="tiny: tests; mini: CPU benchmarks; 2b: the real 2B shape (default: tiny)",
+        choices=["tiny", "mini", "2b", "learnable"],
+        help="tiny: tests; mini: CPU benchmarks; 2b: the real 2B shape; learnable: tiny with large random weights, "
+        "which LoRA fine-tuning can teach a task in a few hundred CPU steps (default: tiny)",
     )
     tiny.add_argument(
         "--kind",

@@ -50,6 +50,7 @@ class Runtime:
                         max_length=model.max_length,
                         dtype=str(model.dtype).removeprefix("torch."),
                         device=str(model.device),
+                        adapter=model.adapter,
                     )
                 )
         return info
@@ -59,7 +60,7 @@ def load_engine(settings: Settings):
     """Load the configured models (slow: imports torch, reads weights) and warm them up."""
     from sidecar.models import fused
     from sidecar.models.embedder import EmbedderModel
-    from sidecar.models.loading import load_pretrained, resolve_device, resolve_dtype
+    from sidecar.models.loading import load_pretrained, merged_adapter, resolve_device, resolve_dtype
     from sidecar.models.reranker import RerankerModel
     from sidecar.models.template_check import template_difference
     from sidecar.scheduler import Engine
@@ -70,10 +71,13 @@ def load_engine(settings: Settings):
     if settings.model:
         start = time.perf_counter()
         log.info("loading reranker %s on %s (%s)", settings.model, device, dtype)
-        model, processor = load_pretrained(settings.model, device, dtype, settings.attn_implementation)
+        model, processor = load_pretrained(
+            settings.model, device, dtype, settings.attn_implementation, adapter=settings.adapter
+        )
         reranker = RerankerModel(
             settings.model, model, processor, special_tokens_in_text=settings.special_tokens_in_text
         )
+        reranker.adapter = settings.adapter or merged_adapter(settings.model)
         log.info("reranker loaded in %.1fs", time.perf_counter() - start)
     if settings.embedding_model:
         start = time.perf_counter()
@@ -115,6 +119,8 @@ async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then stop accepting, let in-flight requests finish, and exit."""
     if not settings.model and not settings.embedding_model:
         raise SystemExit("nothing to serve: pass --model and/or --embedding-model")
+    if settings.adapter and not settings.model:
+        raise SystemExit("--adapter applies to the reranker: pass --model too")
     runtime = Runtime(settings)
     server, health, port = await start_grpc_server(runtime, settings.host, settings.port)
     log.info("gRPC listening on %s:%d (health NOT_SERVING until the model is loaded)", settings.host, port)

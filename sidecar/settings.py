@@ -11,6 +11,7 @@ class Settings:
     """Server configuration. Every field has a CLI flag of the same name (dashes for underscores)."""
 
     model: str | None = None  # reranker checkpoint: hub id or local directory
+    adapter: str | None = None  # LoRA adapter directory (rerank-sidecar finetune) merged into --model at load
     embedding_model: str | None = None  # embedding checkpoint: hub id or local directory
     host: str = "127.0.0.1"
     port: int = 50051

@@ -29,6 +29,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def embedding_model_dir(tmp_path_factory) -> Path:
+    from sidecar.models.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-embedding"), shape="tiny", seed=1, kind="embedding")
+
+
+@pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
     import torch
 

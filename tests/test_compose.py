@@ -28,7 +28,7 @@ import yaml
 
 from sidecar.apps.demo_data import DATA_DIR, load_catalogue
 from sidecar.cli import build_parser
-from tests.connectors.conftest import embedding_model_dir, sidecar_server  # noqa: F401 - fixtures
+from tests.connectors.conftest import sidecar_server  # noqa: F401 - fixture (its embedding model comes from tests/conftest.py)
 from tests.connectors.engines_fixtures import elasticsearch_node, opensearch_node  # noqa: F401 - fixtures
 from tests.connectors.server_engines import solr_node, weaviate_node  # noqa: F401 - fixtures (by name)
 

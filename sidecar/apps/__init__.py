@@ -1,13 +1,15 @@
 """The commands built on the service and its client: they use the sidecar as any application would.
 
 Each app module offers `add_arguments(parser)` and `run(args) -> exit status`; `sidecar.cli` registers
-them from `COMMANDS` and imports one only when its command runs (none of them imports torch). The
-service's own modules (api, scheduler, models, media, prompts, client) never import an app.
+them from `COMMANDS` and imports one only when its command runs (loading their flags imports no torch;
+only finetune loads it, when it runs). The service's own modules (api, scheduler, models, media, prompts, client) never import an app.
 
     demo              index the bundled catalogue into Milvus Lite, show first-stage vs reranked results
     opensearch-setup  the ML-commons connector, model and rerank search pipeline for OpenSearch
     load-catalogue    index the bundled catalogue into running engines (the compose loader)
     web               the search page against running engines and a sidecar
+    eval              first stage vs reranked on judged queries: metrics, significance, latency
+    finetune          LoRA fine-tuning of the reranker on labelled pairs (loads torch when it runs)
 """
 
 from __future__ import annotations
@@ -29,4 +31,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("opensearch-setup", "sidecar.apps.opensearch_setup", "create/update the ML-commons connector, model and rerank search pipeline"),
     Command("load-catalogue", "sidecar.apps.loader", "index the bundled catalogue into running engines (compose loader)"),
     Command("web", "sidecar.apps.web.cli", "serve the search page against running engines and a sidecar"),
+    Command("eval", "sidecar.apps.eval.cli", "measure first stage vs reranked on judged queries (nDCG, MRR, R, P@k)"),
+    Command("finetune", "sidecar.apps.finetune.cli", "LoRA fine-tuning of the reranker on labelled query-document pairs"),
 )  # fmt: skip

@@ -15,6 +15,7 @@ class QwenBackend:
     """A loaded Qwen3-VL checkpoint: `base` is the Qwen3VLModel (vision tower + decoder, no LM head)."""
 
     kind = "base"
+    adapter = ""  # the LoRA adapter merged into the weights, if any (reported by GetModelInfo)
 
     def __init__(self, name: str, base, processor, max_length: int, special_tokens_in_text: str = "plain") -> None:
         self.name = name

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger(__name__)
+# Written by `rerank-sidecar finetune` beside its adapter and into a merged checkpoint: base model and adapter.
+FINETUNE_RECORD = "finetune.json"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -39,12 +42,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_pretrained(
-    name: str, device: torch.device, dtype: torch.dtype, attn_implementation: str = "sdpa", with_lm_head: bool = True
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn_implementation: str = "sdpa",
+    with_lm_head: bool = True,
+    adapter: str | None = None,
 ):
     """Load (model, processor) from a hub id or a local directory; a local directory never touches the hub.
 
     The reranker needs the LM head (its yes/no rows); the embedder loads the base Qwen3VLModel only,
-    as the official embedding reference does.
+    as the official embedding reference does. `adapter` (a LoRA adapter directory) is merged into
+    the weights (`merge_adapter`).
 
     A directory without weights (a benchmark shape from `make-tiny-model --no-weights`) gets
     random weights of its configured shape.
@@ -66,7 +75,37 @@ def load_pretrained(
             model = model_cls._from_config(config, dtype=dtype)
         log.warning("%s has no weights: using random weights of its shape", name)
     model = model.to(device).eval()
+    if adapter:
+        model = merge_adapter(model, adapter)
     return model, processor
+
+
+def merge_adapter(model, adapter: str):
+    """Apply a LoRA adapter directory (peft's format, as `rerank-sidecar finetune` writes it) and merge it
+    into the weights.
+
+    Merged once at load, the weights are plain weights again: prefix reuse, compiled layers and every
+    other fast path serve the adapted model unchanged, at no cost per request.
+    """
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise SystemExit(f"--adapter {adapter}: not a LoRA adapter directory (no adapter_config.json)")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise SystemExit("--adapter needs peft: pip install 'rerank-sidecar[server]'") from None
+    try:
+        return PeftModel.from_pretrained(model, adapter).merge_and_unload().eval()
+    except (ValueError, RuntimeError, KeyError) as exc:  # shapes or module names of another base model
+        raise SystemExit(f"--adapter {adapter}: cannot apply it to this model: {exc}") from None
+
+
+def merged_adapter(name: str) -> str:
+    """The adapter a `finetune --merge` checkpoint was merged from ('' for any other model)."""
+    record = Path(name) / FINETUNE_RECORD
+    try:
+        return str(json.loads(record.read_text()).get("adapter", "")) if record.is_file() else ""
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def cache_kwarg_name(module: torch.nn.Module) -> str:

@@ -44,6 +44,7 @@ class ModelShape:
     deepstack_visual_indexes: tuple[int, ...]
     num_position_embeddings: int = 64
     tie_word_embeddings: bool = False
+    initializer_range: float = 0.02  # std of the random weights
 
     @property
     def mrope_section(self) -> list[int]:
@@ -60,6 +61,10 @@ SHAPES: dict[str, ModelShape] = {
     "mini": ModelShape(512, 4, 8, 4, 64, 1536, 4, 256, 4, 1024, 512, (1, 2), 2304),
     # The real Qwen3-VL-2B shape (random weights), for GPU benchmarks.
     "2b": ModelShape(2048, 28, 16, 8, 128, 6144, 24, 1024, 16, 4096, 2048, (5, 11, 17), 2304, True),
+    # For fine-tuning tests: twice the tiny width, weights 50x larger. At std 0.02 a random 2-layer model's
+    # last token barely depends on the pair, so LoRA gets almost no gradient to learn from; at std 1.0
+    # its random features are rich enough that a few hundred CPU steps learn a matching task.
+    "learnable": ModelShape(64, 2, 4, 2, 16, 128, 2, 32, 2, 64, 64, (0, 1), 64, initializer_range=1.0),
 }
 
 
@@ -109,7 +114,13 @@ def build_config(shape: ModelShape):
         num_position_embeddings=shape.num_position_embeddings,
         deepstack_visual_indexes=list(shape.deepstack_visual_indexes),
     )
-    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=shape.tie_word_embeddings)
+    text["initializer_range"] = vision["initializer_range"] = shape.initializer_range
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        initializer_range=shape.initializer_range,
+    )
 
 
 def build_processor():

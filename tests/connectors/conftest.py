@@ -40,13 +40,6 @@ MILVUS_SCRIPT = REPO / "tests" / "engines" / "milvus.sh"
 
 
 @pytest.fixture(scope="session")
-def embedding_model_dir(tmp_path_factory) -> Path:
-    from sidecar.models.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-embedding"), shape="tiny", seed=1, kind="embedding")
-
-
-@pytest.fixture(scope="session")
 def sidecar_server(tiny_model_dir, embedding_model_dir, media_root, tmp_path_factory):
     """`rerank-sidecar serve --model ... --embedding-model ...` with the shared media root."""
     args = ["--model", str(tiny_model_dir), "--embedding-model", str(embedding_model_dir)]

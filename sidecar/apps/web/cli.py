@@ -53,9 +53,9 @@ def add_server_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> N
     parser.add_argument(f"--{prefix}port", type=int, default=8000, help="port the page binds (default: 8000)")
 
 
-def make_connector(engine: str, client: Any, collection: str, mapping: Any, title_field: str) -> Any:
-    """A connector on an existing collection of `engine`, reading `mapping` (plus the title field)."""
-    extra = (title_field,)
+def make_connector(engine: str, client: Any, collection: str, mapping: Any, title_field: str | None) -> Any:
+    """A connector on an existing collection of `engine`, reading `mapping` (plus the title field, if any)."""
+    extra = (title_field,) if title_field else ()
     if engine == "elasticsearch":
         from connectors.elasticsearch import ElasticsearchConnector
 

@@ -155,20 +155,22 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadedModel(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "max_length", "dtype", "device")
+    __slots__ = ("name", "kind", "dimension", "max_length", "dtype", "device", "adapter")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     dimension: int
     max_length: int
     dtype: str
     device: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., dimension: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    adapter: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., dimension: _Optional[int] = ..., max_length: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., adapter: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model", "models", "max_documents", "max_batch_tokens", "max_message_bytes", "prefix_reuse")
