@@ -8,8 +8,8 @@ job, its rows, and the end of its rows; only this thread touches a job's row sta
 Each step forwards, in one batch, the query prefixes of every job that needs one, then forms a
 micro-batch around the row that has waited longest (first come, first served by the time rows were
 ready, so a small request is not stuck behind the streamed rows of a large one that came first):
-rows of that row's kind (pairs, or embedding inputs), sorted by length (less padding), under a
-token budget. A job whose
+rows of its request sorted by length (less padding) under a token budget, joined by rows of other
+requests of the same kind (pairs, or embedding inputs) when all of its own fit. A job whose
 deadline passed or whose caller went away is dropped before its next micro-batch; a model failure
 fails the jobs of that forward, never the thread.
 """
@@ -43,8 +43,8 @@ class Job:
     deadline: float | None
     timings: Timings
     order: int
-    enqueued: float = field(default_factory=time.perf_counter)
-    enqueued_ns: int = field(default_factory=time.time_ns)
+    ready: float | None = None  # when its first rows arrived (time.perf_counter)
+    ready_ns: int = 0
     started: float | None = None
     rows: list = field(default_factory=list)  # delivered so far; row.index is the position here
     arrivals: list[int] = field(default_factory=list)  # per row: the sequence number of its delivery
@@ -151,6 +151,8 @@ class ModelThread:
             active.append(job)
         elif kind == "rows":
             rows = args[1]
+            if job.ready is None:
+                job.ready, job.ready_ns = time.perf_counter(), time.time_ns()
             self._deliveries += 1
             job.rows += rows
             job.arrivals += [self._deliveries] * len(rows)
@@ -194,10 +196,10 @@ class ModelThread:
         jobs = list({id(row.owner): row.owner for row in rows}.values())
         start = time.perf_counter()
         for job in jobs:
-            if job.started is None:
+            if job.started is None:  # queued: from its first rows to its first forward
                 job.started = start
-                job.timings.queue_ms = (start - job.enqueued) * 1000
-                job.timings.stages["queue"] = (job.enqueued_ns, time.time_ns())
+                job.timings.queue_ms = (start - job.ready) * 1000
+                job.timings.stages["queue"] = (job.ready_ns, time.time_ns())
         try:
             outputs = model.forward_rows(rows, self.caches.get(oldest.kind))
         except Exception as exc:  # a model failure fails these jobs, never the thread
@@ -239,11 +241,18 @@ class ModelThread:
             active.remove(job)
 
     def _pick_rows(self, jobs: list[Job], first) -> list:
-        """A micro-batch: similar-length rows around `first` (the row waiting longest), under the budget."""
-        candidates = sorted(
-            (job.rows[i] for job in jobs for i in job.pending),
-            key=lambda r: (len(r.ids), r.owner.order, r.index),
-        )
+        """A micro-batch around `first` (the row waiting longest): similar-length rows of its request,
+        under the budget; rows of other requests join only when its own waiting rows all fit. Fewer
+        requests per forward means fewer prefix groups (models/fused.py) for large requests, while
+        small concurrent requests still share forwards."""
+        own = sorted((first.owner.rows[i] for i in first.owner.pending), key=_by_length)
+        batch = self._around(own, first)
+        if len(batch) == len(own) and len(jobs) > 1:
+            batch = self._around(sorted((job.rows[i] for job in jobs for i in job.pending), key=_by_length), first)
+        return batch
+
+    def _around(self, candidates: list, first) -> list:
+        """Rows of `candidates` (sorted by length) around `first`, longer ones first, under the budget."""
         anchor = next(i for i, r in enumerate(candidates) if r is first)
         budget, cap = self.max_batch_tokens, self.max_batch_rows
         lo = hi = anchor
@@ -255,6 +264,10 @@ class ModelThread:
         while lo > 0 and hi - lo + 2 <= cap and (hi - lo + 2) * width <= budget:
             lo -= 1
         return candidates[lo : hi + 1]
+
+
+def _by_length(row) -> tuple:
+    return len(row.ids), row.owner.order, row.index
 
 
 def _needs_prefix(job: Job) -> bool:

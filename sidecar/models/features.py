@@ -151,6 +151,15 @@ class FeatureCache:
                 self._insert(DEVICE, entry)
         return features
 
+    def clear(self) -> None:
+        """Drop every entry (entries held by prepared requests stay usable)."""
+        with self._lock:
+            for entries in self._tiers.values():
+                for entry in entries.values():
+                    entry.tier = None
+                entries.clear()
+            self._bytes = dict.fromkeys(self.capacity, 0)
+
     def stats(self) -> FeatureCacheStats:
         with self._lock:
             return FeatureCacheStats(

@@ -47,6 +47,8 @@ def visual_features(backend, visuals: list[Visual], cache: FeatureCache | None) 
         for i, (first, embeds) in enumerate(zip(firsts, merged.split(sizes))):
             features = VisionFeatures(embeds, tuple(layer[i] for layer in per_layer))
             if cache is not None and first.key is not None:
+                # Copies, not views: a view would keep the whole batch's output alive, unaccounted for.
+                features = VisionFeatures(embeds.clone(), tuple(t.clone() for t in features.deepstack))
                 entry = cache.put(first.key, first.grid_thw, features)
             else:
                 entry = CachedPicture("", first.grid_thw, sizes[i], features)
