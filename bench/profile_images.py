@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import workloads  # noqa: E402
 from bench.machine import load_reranker  # noqa: E402
 from sidecar.media import MediaPolicy, MediaResolver  # noqa: E402
-from sidecar.models import visual_inputs  # noqa: E402
+from sidecar.models import fused, visual_inputs  # noqa: E402
 from sidecar.scheduler import batch_token_budget, feature_cache  # noqa: E402
 from sidecar.settings import Settings  # noqa: E402
 from sidecar.types import RerankInput  # noqa: E402
@@ -126,11 +126,13 @@ def main() -> None:
     cache = feature_cache(Settings(), reranker)
     one_request(reranker, request, cache, Clock(device), budget)  # warm-up (allocator, kernels)
 
-    splits: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
-    for _ in range(args.repeats):  # cold and warm interleaved, so load on a shared machine hits both alike
-        for state in ("cold", "warm"):
-            if state == "cold":
+    states = ["cold", "warm"] + (["cold, eager layers"] if facts["compiled_layers"] else [])
+    splits: dict[str, list[dict[str, float]]] = {state: [] for state in states}
+    for _ in range(args.repeats):  # the states take turns, so load on a shared machine hits them alike
+        for state in states:
+            if state.startswith("cold"):
                 cache.clear()
+            fused.set_enabled(not state.endswith("eager layers"))
             clock = Clock(device)
             undo = instrument(reranker, clock)
             try:
@@ -138,6 +140,7 @@ def main() -> None:
                     one_request(reranker, request, cache, clock, budget)
             finally:
                 undo()
+                fused.set_enabled(True)
             splits[state].append(dict(clock.seconds))
 
     lines = [f"{k}: {v}" for k, v in facts.items()] + [f"documents: {args.documents} images of 320x320, text query"]

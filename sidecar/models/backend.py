@@ -44,10 +44,23 @@ class QwenBackend:
         return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
     def compile_layers(self) -> str | None:
-        """Fuse and compile the decoder layers (models/fused.py); None on success, else why they stay eager."""
-        from sidecar.models.fused import fuse_and_verify
+        """Fuse and compile the decoder layers (models/fused.py) and the vision tower's blocks
+        (models/fused_vision.py); None on success, else why both stay eager."""
+        from sidecar.models.fused import fuse_and_verify, unfuse_decoder_layers
+        from sidecar.models.fused_vision import fuse_and_verify as fuse_vision
 
-        return fuse_and_verify(self.base)
+        reason = fuse_and_verify(self.base)
+        if reason is None and (reason := fuse_vision(self.base.visual)) is not None:
+            unfuse_decoder_layers(self.base.language_model)
+        return reason
+
+    def uncompile_layers(self) -> None:
+        """Back to transformers' own decoder layers and vision blocks."""
+        from sidecar.models.fused import unfuse_decoder_layers
+        from sidecar.models.fused_vision import unfuse_vision_blocks
+
+        unfuse_decoder_layers(self.base.language_model)
+        unfuse_vision_blocks(self.base.visual)
 
     def positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
         """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
