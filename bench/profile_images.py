@@ -118,10 +118,11 @@ def main() -> None:
     parser.add_argument("--compile-layers", default="auto", help="auto (on for CUDA), on or off")
     parser.add_argument("--documents", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-batch-tokens", type=int, help="default: the engine's auto budget")
     args = parser.parse_args()
     reranker, facts = load_reranker(args.shape, args.model_dir, args.device, args.dtype, args.compile_layers)
     device = reranker.device
-    budget = batch_token_budget(Settings(), device)
+    budget = batch_token_budget(Settings(max_batch_tokens=args.max_batch_tokens), device)
     request = RerankInput(workloads.text_query(), workloads.image_documents(reranker.tokenizer, args.documents))
     cache = feature_cache(Settings(), reranker)
     one_request(reranker, request, cache, Clock(device), budget)  # warm-up (allocator, kernels)

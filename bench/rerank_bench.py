@@ -100,7 +100,7 @@ PLANS = {
     ],
     # The feature cache and streamed preparation alone: image documents, cold and warm, in turns.
     "cpu-images": [
-        ("text-query/image-docs", 100, ("engine", "engine-warm"), 1, 4),
+        ("text-query/image-docs", 100, ("engine", "engine-warm"), 1, 6),
     ],
     "gpu": [
         ("text-query/text-docs", 100, ("reference", "batched", "engine", "engine-eager"), 1, 10),
@@ -111,6 +111,11 @@ PLANS = {
         ("text-query/image-docs", 200, ("engine", "engine-warm"), 1, 10),
         ("text-query/text-docs", 1000, ("batched", "engine"), 1, 5),
         ("text-query/text-docs", 1000, ("engine",), 8, 1),
+    ],
+    # The image-document rows of the GPU plan alone.
+    "gpu-images": [
+        ("text-query/image-docs", 100, ("engine", "engine-warm"), 1, 10),
+        ("text-query/image-docs", 200, ("engine", "engine-warm"), 1, 10),
     ],
     "quick": [
         ("text-query/text-docs", 10, ("reference", "batched", "engine"), 1, 2),

@@ -71,8 +71,24 @@ _LIVE: weakref.WeakSet[FeatureCache] = weakref.WeakSet()
 
 
 def live_caches() -> list[FeatureCache]:
-    """Every feature cache of this process (what a metrics collector reads at scrape time)."""
+    """Every feature cache of this process."""
     return list(_LIVE)
+
+
+def totals() -> FeatureCacheStats:
+    """The counters and sizes of every feature cache of this process, summed per tier: what a metrics
+    collector reads at scrape time (`rerank_sidecar_feature_cache_hits_total{tier}`,
+    `..._misses_total`, `rerank_sidecar_feature_cache_bytes{tier}`)."""
+    total = FeatureCacheStats()
+    for cache in live_caches():
+        stats = cache.stats()
+        total.misses += stats.misses
+        for mine, theirs in ((total.hits, stats.hits), (total.bytes, stats.bytes), (total.entries, stats.entries)):
+            for tier, value in theirs.items():
+                mine[tier] = mine.get(tier, 0) + value
+        for tier, value in stats.capacity.items():
+            total.capacity[tier] = total.capacity.get(tier, 0) + value
+    return total
 
 
 class FeatureCache:

@@ -13,7 +13,7 @@ from sidecar.budgets import RequestBudget
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
 from sidecar.models import visual_inputs
-from sidecar.models.features import DEVICE, HOST, FeatureCache, VisionFeatures, live_caches
+from sidecar.models.features import DEVICE, HOST, FeatureCache, VisionFeatures, live_caches, totals
 from sidecar.scheduler import Engine
 from sidecar.settings import Settings
 from sidecar.types import ItemInput, MediaRef, RerankInput
@@ -169,6 +169,8 @@ def test_tiers_hold_their_sizes_and_evictions_move_down():
     stats = cache.stats()
     assert stats.hits == {DEVICE: 0, HOST: 1} and stats.misses == 1
     assert cache in live_caches()
+    summed = totals()  # every cache of the process: at least this one's
+    assert summed.hits[HOST] >= 1 and summed.bytes[DEVICE] >= stats.bytes[DEVICE] and summed.misses >= 1
 
 
 def test_a_server_without_a_cache_still_reuses_a_documents_features_across_its_windows(reranker, tower_calls):
