@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sidecar import metrics
 from sidecar.errors import Kind, SidecarError
 from sidecar.models.features import FeatureCache
 from sidecar.types import Timings
@@ -208,6 +209,7 @@ class ModelThread:
             return
         end = time.perf_counter()
         self.batches_run += 1
+        metrics.batch_forward(oldest.kind, [len(row.ids) for row in rows])
         self.mixed_batches += len(jobs) > 1
         values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
         for row, value in zip(rows, values):

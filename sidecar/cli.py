@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
-import logging
 import sys
 from pathlib import Path
 
 from sidecar.apps import COMMANDS
+from sidecar.logs import configure_logging
 from sidecar.settings import Settings
 
 # Help text per Settings field: what it does and its trade-off.
@@ -72,7 +72,20 @@ FLAG_HELP = {
     "text, so a document cannot forge prompt structure; reference: they are special tokens, as the official "
     "reference encodes them",
     "max_message_bytes": "largest gRPC request or HTTP request body, bytes; larger is RESOURCE_EXHAUSTED / HTTP 413",
-    "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish",
+    "drain_seconds": "on SIGTERM, seconds in-flight requests may take to finish; then they are answered "
+    "UNAVAILABLE / 503 and the process exits",
+    "reuse_port": "set SO_REUSEPORT on both faces so several processes can share --port and --http-port "
+    "(off: a second server on a taken port fails to start)",
+    "trusted_hosts": "HTTP Host header names accepted, comma-separated, any port (e.g. rerank.internal,10.0.0.5); "
+    "'*' accepts any; unset = auto: localhost,127.0.0.1,::1 when --host is a loopback address (so a web page cannot "
+    "reach it through DNS rebinding), any otherwise",
+    "http_header_timeout_s": "seconds an HTTP connection has to send a request's headers (slow clients are "
+    "disconnected)",
+    "http_max_connections": "open HTTP connections at most; beyond, a new connection is answered 503 and closed",
+    "metrics_port": "also serve Prometheus /metrics on this port of --host (it is always on the HTTP port)",
+    "log_format": "text or json (one JSON object per line, one per request with its fields)",
+    "otel": "OpenTelemetry tracing: one span per request with media/tokenization/queue/inference children, "
+    "honouring W3C traceparent; exported over OTLP as the OTEL_* variables say (needs the [otel] extra)",
 }
 
 
@@ -134,11 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(args.log_level, getattr(args, "log_format", "text"))
     if args.command == "serve":
-        from sidecar.server import serve
+        from sidecar.server import exit_promptly, serve
 
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
         try:
@@ -146,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             sys.exit(f"rerank-sidecar serve: {exc}")
         asyncio.run(serve(settings))
+        exit_promptly()
     elif args.command == "make-tiny-model":
         from sidecar.models.tiny import make_tiny_model
 

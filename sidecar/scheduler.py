@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sidecar import metrics
 from sidecar.batching import Job, ModelThread
 from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError
@@ -126,8 +127,6 @@ class Engine:
         self._queued_pairs = 0
         self._lock = threading.Lock()
         self._order = itertools.count()
-        self._active: dict[object, asyncio.Task] = {}  # admitted requests, by key
-        self._failures: dict[object, SidecarError] = {}  # why `fail_pending` cancelled a request
         self._stopping = False
 
     @property
@@ -209,12 +208,6 @@ class Engine:
         job = await self._submit("embedding", len(inputs), deadline, pieces)
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 
-    def fail_pending(self, error: SidecarError) -> None:
-        """Answer every admitted request now with `error` (call on the event loop; used at shutdown)."""
-        for key, task in list(self._active.items()):
-            self._failures[key] = error
-            task.cancel()
-
     async def _processed(
         self,
         processor: VisualProcessor,
@@ -290,9 +283,6 @@ class Engine:
             max_pair_tokens=settings.max_pair_tokens,
             deadline=deadline,
         )
-        task = asyncio.current_task()
-        if task is not None:
-            self._active[key] = task
         try:
             loop = asyncio.get_running_loop()
             timings = Timings()
@@ -318,15 +308,7 @@ class Engine:
             self._model.close_job(job, time.perf_counter())
             await job.future
             return job
-        except asyncio.CancelledError:
-            if job is not None:
-                job.cancelled.set()
-            failure = self._failures.pop(key, None)
-            if failure is None:
-                raise
-            task.uncancel()
-            raise failure from None
-        except BaseException:
+        except BaseException:  # a failed preparation, or the caller went away (or the drain ended): drop the job
             if job is not None:
                 job.cancelled.set()
             raise
@@ -334,10 +316,9 @@ class Engine:
             budget.cancelled.set()  # whatever of this request still runs stops at its next check
             self._media.cancel(key)
             self._assembly.cancel(key)
-            self._active.pop(key, None)
-            self._failures.pop(key, None)
             with self._lock:
                 self._queued_pairs -= admitted
+            metrics.queue_released(admitted)
 
     def _admit(self, pairs: int) -> None:
         limit = self.settings.max_queued_pairs
@@ -354,6 +335,7 @@ class Engine:
                     f"server queue is full ({self._queued_pairs} pairs waiting, limit {limit}); retry later",
                 )
             self._queued_pairs += pairs
+        metrics.queue_admitted(pairs)
 
     def close(self) -> None:
         """Refuse new requests, stop preparation work, and stop the model thread after the jobs it holds."""

@@ -55,6 +55,15 @@ class Settings:
     max_chunks_per_document: int = 16  # windows a chunked document is split into at most
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish
+    reuse_port: bool = False  # SO_REUSEPORT on both faces: several processes may share --port/--http-port
+    # HTTP Host names accepted (comma-separated; "*" = any). None = auto: loopback names for a loopback
+    # --host (a web page cannot reach the port through DNS rebinding), any for other binds.
+    trusted_hosts: str | None = None
+    http_header_timeout_s: float = 10.0  # a connection must send a request's headers within this time
+    http_max_connections: int = 1000  # open HTTP connections; beyond, new ones get 503 and are closed
+    metrics_port: int | None = None  # also serve /metrics on this port (same --host); None = HTTP port only
+    log_format: str = "text"  # "text" or "json" (one object per line)
+    otel: bool = False  # OpenTelemetry tracing (the [otel] extra), configured by the OTEL_* variables
     # Special-token strings in user text: "plain" encodes them as text (a document cannot forge prompt
     # structure); "reference" encodes them as special tokens, exactly as the official reference does.
     special_tokens_in_text: str = "plain"

@@ -1,33 +1,35 @@
 """The HTTP face: Cohere-, Jina- and TEI-compatible rerank routes over the same engine as gRPC.
 
-Routes (bodies are described in `sidecar.api.http_schemas`):
+Routes (bodies are described in `sidecar.api.http_schemas`; the OpenAPI document in `sidecar.api.openapi`):
 
     POST /v2/rerank   Cohere v2                      POST /rerank   TEI
     POST /v1/rerank   Cohere v1 and Jina (one superset)
     GET  /health      200 while the process runs     GET  /ready    200 once the model is loaded, else 503
     GET  /info        the loaded model and the server's limits (the gRPC GetModelInfo, as JSON)
+    GET  /metrics     Prometheus metrics             GET  /openapi.json, /docs   the API's description
 
 Every rerank route runs one pipeline, `HttpService.rerank`: read the body (at most
-`--max-message-bytes`) -> parse it for its dialect -> engine -> build the dialect's response. A
-request whose client disconnects is cancelled, so the engine stops scoring it. Responses carry the
-request's usage in headers (`x-compute-tokens`, `x-input-tokens`, `x-queue-time`,
-`x-tokenization-time`, `x-inference-time`, `x-total-time`; times in milliseconds).
+`--max-message-bytes`, see `sidecar.api.http_body`) -> parse it for its dialect -> engine -> build
+the dialect's response. A request whose client disconnects is cancelled, so the engine stops
+scoring it. Responses carry the request's usage in headers (`x-compute-tokens`, `x-input-tokens`,
+`x-queue-time`, `x-tokenization-time`, `x-inference-time`, `x-total-time`; times in milliseconds).
 
 Errors are JSON, `{"error": {"code": ..., "message": ...}}`, and the message names the field,
 e.g. `documents[3].image: ...`. Engine errors (`SidecarError`) take their status from the one
 table `sidecar.api.status.HTTP_CODES` and their code from the error kind (`validation` 422,
-`too_large` 413, `overloaded` 429, `unavailable` 503, ...). Failures that exist only in HTTP are
-answered where they arise: a body that is not JSON is 400 `invalid_json`; an unknown route 404,
-a wrong method 405. Anything else is a bug: it is answered 500 `internal` with a generic message
-and logged with its traceback. The server keeps serving after every error.
+`too_large` 413, `overloaded` 429 with `Retry-After`, `unavailable` 503, ...). Failures that exist
+only in HTTP (`sidecar.api.status.HTTP_ONLY_CODES`) are answered where they arise: a body that is
+not JSON is 400 `invalid_json`; an untrusted Host 421 and a non-JSON POST 415
+(`sidecar.api.http_guard`); an unknown route 404, a wrong method 405. Anything else is a bug: it
+is answered 500 `internal` with a generic message and logged with its traceback. The server keeps
+serving after every error. Each request is recorded once (`sidecar.api.observe`): its log line,
+its metrics and, with `--otel`, its trace span.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -36,65 +38,29 @@ import uvicorn
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sidecar import metrics
+from sidecar.api import openapi
+from sidecar.api.http_body import MalformedBody, read_json
+from sidecar.api.http_guard import Guard, error_response, guarded_protocol, trusted_host_names
 from sidecar.api.http_schemas import COHERE_V1, COHERE_V2, TEI, Dialect
-from sidecar.api.status import HTTP_CODES
+from sidecar.api.observe import RequestRecord, close
+from sidecar.api.status import HTTP_CODES, HTTP_ONLY_CODES, RETRY_AFTER_SECONDS
+from sidecar.api.waiting import unless
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import Timings
 
-log = logging.getLogger("sidecar.requests")
-_HTTP_CODES_BY_STATUS = {404: "not_found", 405: "method_not_allowed"}
-
-
-class MalformedBody(Exception):
-    """The body is not JSON (HTTP 400). Only HTTP has this failure: gRPC decodes protobuf itself."""
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The one error body of the HTTP face."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+RERANK_ROUTES: dict[str, Dialect] = {"/v2/rerank": COHERE_V2, "/v1/rerank": COHERE_V1, "/rerank": TEI}
 
 
 def sidecar_error_response(exc: SidecarError) -> JSONResponse:
-    """A `SidecarError` through the one kind -> status table."""
-    return error_response(HTTP_CODES[exc.kind], exc.kind.value, exc.message)
-
-
-async def read_json(request: Request, limit: int) -> object:
-    """The request body parsed as JSON; TOO_LARGE past `limit` bytes, MalformedBody if not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), limit)
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise _too_large(None, limit)
-    except ClientDisconnect:
-        raise SidecarError(Kind.CANCELLED, "the client disconnected while sending the body") from None
-    if not body.strip():
-        raise MalformedBody("the request body is empty; send a JSON object")
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise MalformedBody(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise MalformedBody("the request body is not valid UTF-8") from None
-    except ValueError as exc:  # raised by _reject_constant
-        raise MalformedBody(str(exc)) from None
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON; send numbers only")
-
-
-def _too_large(size: int | None, limit: int) -> SidecarError:
-    what = f"the request body of {size} bytes" if size is not None else "the request body"
-    return SidecarError(Kind.TOO_LARGE, f"{what} exceeds the limit of {limit} bytes (--max-message-bytes)")
+    """A `SidecarError` through the one kind -> status table; 429 says when to retry."""
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if exc.kind is Kind.OVERLOADED else None
+    return error_response(HTTP_CODES[exc.kind], exc.kind.value, exc.message, headers)
 
 
 def usage_headers(timings: Timings, start: float) -> dict[str, str]:
@@ -110,20 +76,43 @@ def usage_headers(timings: Timings, start: float) -> dict[str, str]:
     }
 
 
+def record_of(scope: Scope) -> RequestRecord:
+    """The request's record, opened by `Observed` (every request passes through it)."""
+    return scope["state"]["record"]
+
+
+def mark(scope: Scope, status: str) -> None:
+    """Say why a request failed, for the record `Observed` closes (the HTTP status alone is ambiguous)."""
+    scope["state"]["record_status"] = status
+
+
 class HttpService:
     """The routes: thin methods onto one rerank pipeline and the runtime's state."""
 
     def __init__(self, runtime) -> None:
-        self.runtime = runtime  # sidecar.server.Runtime: settings, engine (None until loaded)
+        self.runtime = runtime  # sidecar.server.Runtime: settings, engine (None until loaded), tracing
 
-    async def cohere_v2(self, request: Request) -> Response:
-        return await self.rerank(request, COHERE_V2)
-
-    async def cohere_v1(self, request: Request) -> Response:
-        return await self.rerank(request, COHERE_V1)
-
-    async def tei(self, request: Request) -> Response:
-        return await self.rerank(request, TEI)
+    async def rerank(self, request: Request) -> Response:
+        """The one pipeline: read -> validate -> engine -> response; engine errors via HTTP_CODES."""
+        dialect = RERANK_ROUTES[request.url.path]
+        record = record_of(request.scope)
+        record.dialect, record.model = dialect.name, "reranker"
+        try:
+            body = await self.runtime.run(read_json(request, self.runtime.settings.max_message_bytes))
+            engine = self.runtime.ready_engine()
+            parsed = dialect.parse(body, self.runtime.settings.max_documents)
+            record.documents, record.top_n = len(parsed.input.documents), parsed.top_n
+            with metrics.in_engine():
+                outcome = await _until_disconnected(request, self.runtime.run(engine.rerank(parsed.input)))
+            record.timings = outcome.timings
+            payload = dialect.render(parsed, outcome.logits, outcome.timings, engine.reranker.name)
+        except SidecarError as exc:
+            mark(request.scope, exc.kind.value)
+            return sidecar_error_response(exc)
+        except MalformedBody as exc:
+            mark(request.scope, HTTP_ONLY_CODES[400])
+            return error_response(400, HTTP_ONLY_CODES[400], str(exc))
+        return JSONResponse(payload, headers=usage_headers(outcome.timings, record.started))
 
     async def health(self, request: Request) -> Response:
         """Liveness: the process is up and its event loop answers."""
@@ -133,7 +122,10 @@ class HttpService:
         """Readiness: the same test every rerank request passes, so 200 means requests will be served."""
         try:
             self.runtime.ready_engine()
+            if self.runtime.draining:
+                raise SidecarError(Kind.UNAVAILABLE, "the server is shutting down")
         except SidecarError as exc:
+            mark(request.scope, exc.kind.value)
             return sidecar_error_response(exc)
         return JSONResponse({"status": "ready"})
 
@@ -145,41 +137,39 @@ class HttpService:
         info["max_body_bytes"] = self.runtime.settings.max_message_bytes
         return JSONResponse(info)
 
-    async def rerank(self, request: Request, dialect: Dialect) -> Response:
-        """The one pipeline: read -> validate -> engine -> response; engine errors via HTTP_CODES."""
-        start = time.perf_counter()
-        docs = 0
-        try:
-            body = await read_json(request, self.runtime.settings.max_message_bytes)
-            engine = self.runtime.ready_engine()
-            parsed = dialect.parse(body, self.runtime.settings.max_documents)
-            docs = len(parsed.input.documents)
-            logits, timings = await _until_disconnected(request, engine.rerank(parsed.input))
-            payload = dialect.render(parsed, logits, timings, engine.reranker.name)
-        except SidecarError as exc:
-            _log(request, dialect, docs, start, exc.kind.value)
-            return sidecar_error_response(exc)
-        except MalformedBody as exc:
-            _log(request, dialect, docs, start, "invalid_json")
-            return error_response(400, "invalid_json", str(exc))
-        _log(request, dialect, docs, start, "OK", timings)
-        return JSONResponse(payload, headers=usage_headers(timings, start))
+    async def metrics(self, request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(self._document())
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(openapi.docs_page(self._document()))
+
+    def _document(self) -> dict:
+        settings = self.runtime.settings
+        return openapi.document(
+            OPERATIONS, max_documents=settings.max_documents, max_body_bytes=settings.max_message_bytes
+        )
 
 
-async def _until_disconnected(request: Request, work) -> tuple[list[float], Timings]:
+OPERATIONS = [
+    openapi.OperationDoc("/v2/rerank", "POST", "Rerank documents (Cohere v2, Jina)", dialects=("cohere-jina-v2",)),
+    openapi.OperationDoc("/v1/rerank", "POST", "Rerank documents (Cohere v1, Jina)", dialects=("cohere-jina-v1",)),
+    openapi.OperationDoc("/rerank", "POST", "Rerank texts (TEI)", dialects=("tei",)),
+    openapi.OperationDoc("/health", "GET", "Liveness: 200 while the process runs", response={"type": "object"}),
+    openapi.OperationDoc("/ready", "GET", "Readiness: 200 once loaded, 503 otherwise", errors=(503,)),
+    openapi.OperationDoc("/info", "GET", "Loaded models and limits", response={"type": "object"}),
+    openapi.OperationDoc("/metrics", "GET", "Prometheus metrics", media_type="text/plain"),
+    openapi.OperationDoc("/openapi.json", "GET", "This document", response={"type": "object"}),
+    openapi.OperationDoc("/docs", "GET", "This document as a page", media_type="text/html"),
+]
+
+
+async def _until_disconnected(request: Request, work):
     """Await the engine, cancelling it if the client goes away first (its job is then dropped)."""
-    task = asyncio.ensure_future(work)
-    gone = asyncio.ensure_future(_disconnect(request))
-    try:
-        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        if not task.done():
-            task.cancel()
-    if not task.done() or task.cancelled():
-        raise SidecarError(Kind.CANCELLED, "the client disconnected before the scores were ready")
-    outcome = task.result()
-    return outcome.logits, outcome.timings
+    gone = SidecarError(Kind.CANCELLED, "the client disconnected before the scores were ready")
+    return await unless(work, _disconnect(request), gone)
 
 
 async def _disconnect(request: Request) -> None:
@@ -188,31 +178,56 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
-def _log(request: Request, dialect: Dialect, docs: int, start: float, status: str, timings: Timings | None = None):
-    total = (time.perf_counter() - start) * 1000
-    if timings is None:
-        log.info("HTTP %s %s docs=%d total_ms=%.1f status=%s", request.url.path, dialect.name, docs, total, status)
-        return
-    log.info(
-        "HTTP %s %s docs=%d tokens=%d computed=%d images=%d queue_ms=%.1f pre_ms=%.1f infer_ms=%.1f "
-        "total_ms=%.1f status=%s",
-        request.url.path,
-        dialect.name,
-        docs,
-        timings.input_tokens,
-        timings.computed_tokens,
-        timings.images,
-        timings.queue_ms,
-        timings.preprocessing_ms,
-        timings.inference_ms,
-        total,
-        status,
-    )
+class Observed:
+    """ASGI middleware around everything: opens each request's record and closes it with the outcome.
+
+    The status is what the handler marked (`mark`), else "ok" for 2xx and the HTTP-only code of the
+    status. Routes outside the table are recorded as "unmatched", so no path invents a metric label.
+    GET requests that succeed and readiness probes are counted but not logged or traced.
+    """
+
+    def __init__(self, app: ASGIApp, runtime, paths: frozenset[str]) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.paths else "unmatched"
+        record = RequestRecord(face="http", route=route, method=scope["method"])
+        tracing = self.runtime.tracing
+        if tracing is not None:
+            record.trace_parent = tracing.parent(_trace_headers(scope))
+        scope.setdefault("state", {})["record"] = record
+        answered = 500
+
+        async def send_and_watch(message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            status = scope["state"].get("record_status")
+            if status is None:
+                status = "ok" if answered < 400 else HTTP_ONLY_CODES.get(answered, "internal")
+            quiet = scope["method"] in ("GET", "HEAD") and (answered < 400 or route == "/ready")
+            close(record, status, tracing, quiet=quiet)
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    wanted = (b"traceparent", b"tracestate", b"baggage")
+    return {name.decode(): value.decode("latin-1") for name, value in scope["headers"] if name in wanted}
 
 
 async def _http_exception(request: Request, exc: HTTPException) -> Response:
     """Starlette's own 404/405 (and any other HTTPException) in the error body of this face."""
-    code = _HTTP_CODES_BY_STATUS.get(exc.status_code, f"http_{exc.status_code}")
+    code = HTTP_ONLY_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    mark(request.scope, code)
     return error_response(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}", exc.headers)
 
 
@@ -220,24 +235,28 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     """The last resort for bugs: a generic 500; the details stay in the log.
 
     Starlette re-raises the exception after this response, and uvicorn logs it with its traceback
-    ("Exception in ASGI application"), so this logs only the request line, once.
+    ("Exception in ASGI application"); the request's own line says status=internal.
     """
-    log.error("HTTP %s status=internal: unexpected %s (traceback follows)", request.url.path, type(exc).__name__)
+    mark(request.scope, "internal")
     return error_response(500, "internal", "internal server error; the server log has the details")
 
 
-def build_app(runtime) -> Starlette:
+def build_app(runtime) -> ASGIApp:
     """The ASGI application over `runtime` (a `sidecar.server.Runtime`)."""
     service = HttpService(runtime)
-    routes = [
-        Route("/v2/rerank", service.cohere_v2, methods=["POST"]),
-        Route("/v1/rerank", service.cohere_v1, methods=["POST"]),
-        Route("/rerank", service.tei, methods=["POST"]),
+    routes = [Route(path, service.rerank, methods=["POST"]) for path in RERANK_ROUTES]
+    routes += [
         Route("/health", service.health, methods=["GET"]),
         Route("/ready", service.ready, methods=["GET"]),
         Route("/info", service.info, methods=["GET"]),
+        Route("/metrics", service.metrics, methods=["GET"]),
+        Route("/openapi.json", service.openapi, methods=["GET"]),
+        Route("/docs", service.docs, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
+    settings = runtime.settings
+    guarded = Guard(app, trusted_host_names(settings.trusted_hosts, settings.host), mark)
+    return Observed(guarded, runtime, frozenset(route.path for route in routes))
 
 
 class _Server(uvicorn.Server):
@@ -261,8 +280,8 @@ class HttpServer:
         await self._task
 
 
-async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, int]:
-    """Bind `host:port` (0 = a free port) and serve on the running event loop; returns the bound port."""
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening-ready TCP socket on `host:port`; SO_REUSEPORT only when asked (--reuse-port)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
@@ -270,19 +289,30 @@ async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, 
         raise SystemExit(f"cannot bind HTTP to {host}:{port}: {exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as exc:
         sock.close()
         raise SystemExit(f"cannot bind HTTP to {host}:{port}: {exc}") from None
     sock.setblocking(False)
+    return sock
+
+
+async def start_http_server(runtime, host: str, port: int) -> tuple[HttpServer, int]:
+    """Bind `host:port` (0 = a free port) and serve on the running event loop; returns the bound port."""
+    settings = runtime.settings
+    sock = bind_socket(host, port, settings.reuse_port)
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
         build_app(runtime),
+        http=guarded_protocol(settings.http_header_timeout_s, settings.http_max_connections),
         lifespan="off",
         log_config=None,  # keep the process's logging setup
-        access_log=False,  # each request is logged once, with its usage, by HttpService
+        access_log=False,  # each request is logged once, with its usage, by Observed
         server_header=False,
-        timeout_graceful_shutdown=runtime.settings.drain_seconds,  # then in-flight requests are cancelled
+        # A backstop only: sidecar.server answers what is still in flight when the drain time ends.
+        timeout_graceful_shutdown=settings.drain_seconds + 2,
     )
     server = _Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))

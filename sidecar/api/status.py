@@ -27,3 +27,17 @@ HTTP_CODES: dict[Kind, int] = {
     Kind.NOT_SERVED: 501,
     Kind.BACKEND: 500,
 }
+
+# Failures that exist only in HTTP, answered before a request reaches a dialect: status -> code.
+HTTP_ONLY_CODES: dict[int, str] = {
+    400: "invalid_json",  # not JSON, not UTF-8, or nested too deeply
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "timeout",  # the body did not arrive in time
+    415: "unsupported_media_type",  # a POST whose Content-Type is not JSON
+    421: "untrusted_host",  # a Host header outside --trusted-hosts
+    503: "unavailable",  # too many connections
+}
+
+# Seconds a client should wait before retrying an OVERLOADED (429) request.
+RETRY_AFTER_SECONDS = 1

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from sidecar import metrics
 from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError, invalid
 from sidecar.media.fetch import fetch_url
@@ -108,18 +109,23 @@ class MediaResolver:
 
         Frames are not kept for reuse: each is dropped as soon as the video has its resized copy.
         """
-        return self._guard(where, lambda: self._decode(self._bytes(ref), where, "frame"))
+        load = metrics.counted_fetch(lambda: self._decode(self._bytes(ref), where, "frame"), ref.uri, bool(ref.data))
+        return self._guard(where, load)
 
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
         return self._guard(
             where,
-            lambda: video_file_frames(
-                self.load_bytes(uri, self.policy.max_video_bytes),
-                fps,
-                self.policy.max_frame_pixels,
-                charge=lambda pixels: self.budget.charge_pixels(pixels, where),
-                hold=self._hold,
+            metrics.counted_fetch(
+                lambda: video_file_frames(
+                    self.load_bytes(uri, self.policy.max_video_bytes),
+                    fps,
+                    self.policy.max_frame_pixels,
+                    charge=lambda pixels: self.budget.charge_pixels(pixels, where),
+                    hold=self._hold,
+                ),
+                uri,
+                False,
             ),
         )
 
@@ -156,7 +162,7 @@ class MediaResolver:
         with slot.lock:
             if slot.image is not None or slot.cached is not None:
                 return slot, False
-            self._guard(where, self._load, ref, where, slot, lookup)
+            self._guard(where, metrics.counted_fetch(self._load, ref.uri, bool(ref.data)), ref, where, slot, lookup)
         return slot, True
 
     def _load(self, ref: MediaRef, where: str, slot: _Slot, lookup: Callable[[str], object | None] | None) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from sidecar.api.http_app import start_http_server
 from sidecar.client import AsyncRerankerClient
 from sidecar.server import Runtime
 from sidecar.settings import Settings
-from tests.conftest import png_bytes
+from tests.conftest import ServerProcess, png_bytes
 
 MAX_DOCUMENTS = 8
 MAX_BODY = 256 * 1024
@@ -53,15 +56,16 @@ class Http:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
 
-    async def post(self, path: str, payload: object = None, *, raw: bytes | None = None) -> Reply:
+    async def post(
+        self, path: str, payload: object = None, *, raw: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> Reply:
         data = raw if raw is not None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            self.base + path, data=data, method="POST", headers={"content-type": "application/json"}
-        )
+        headers = {"content-type": "application/json", **(headers or {})}
+        request = urllib.request.Request(self.base + path, data=data, method="POST", headers=headers)
         return await asyncio.to_thread(_exchange, request)
 
-    async def get(self, path: str) -> Reply:
-        return await asyncio.to_thread(_exchange, urllib.request.Request(self.base + path))
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
+        return await asyncio.to_thread(_exchange, urllib.request.Request(self.base + path, headers=headers or {}))
 
     async def send_raw(self, data: bytes) -> bytes:
         """Write `data` on a fresh connection and read until the server closes or answers."""
@@ -81,6 +85,37 @@ class Http:
             return head + await asyncio.wait_for(reader.readexactly(length), 30)
         finally:
             writer.close()
+
+
+class StalledServer:
+    """A TCP server on loopback that accepts connections and never answers: a media URL that hangs."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/slow.png"
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def stalled_url():
+    server = StalledServer()
+    yield server.url
+    server.close()
 
 
 def _exchange(request: urllib.request.Request) -> Reply:
@@ -126,15 +161,31 @@ async def http(runtime):
 
 
 @pytest.fixture(scope="session")
-async def grpc_client(runtime):
+async def grpc_target(runtime):
+    """host:port of a gRPC face over the shared runtime."""
     server, _, port = await start_grpc_server(runtime, "127.0.0.1", 0)
-    client = AsyncRerankerClient(f"127.0.0.1:{port}", timeout=60, retries=0)
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+@pytest.fixture(scope="session")
+async def grpc_client(grpc_target):
+    client = AsyncRerankerClient(grpc_target, timeout=60, retries=0)
     yield client
     await client.close()
-    await server.stop(None)
 
 
 async def http_server_for(runtime) -> tuple[object, Http]:
     """A second HTTP face over another runtime (not-ready, overloaded, broken, ...)."""
     server, port = await start_http_server(runtime, "127.0.0.1", 0)
     return server, Http(port)
+
+
+@pytest.fixture(scope="session")
+def fuzzed_server(tiny_model_dir, media_root, tmp_path_factory):
+    """`rerank-sidecar serve` as a process for the fuzzers (both faces), with its HTTP port as `http_port`."""
+    args = ["--model", str(tiny_model_dir), "--media-root", str(media_root), "--max-documents", "16"]
+    log_path = tmp_path_factory.mktemp("fuzz") / "server.log"
+    with ServerProcess([*args, "--max-message-bytes", str(1 << 20)], log_path) as proc:
+        proc.http_port = int(re.search(r"HTTP listening on 127\.0\.0\.1:(\d+)", proc.log()).group(1))
+        yield proc

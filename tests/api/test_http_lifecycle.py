@@ -21,7 +21,7 @@ async def test_http_server_leaves_sigterm_to_the_process(http):
 async def test_stop_closes_the_port(runtime):
     server, port = await start_http_server(runtime, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     assert (await reader.read()).startswith(b"HTTP/1.1 200")
     writer.close()
     await server.stop()

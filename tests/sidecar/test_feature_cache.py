@@ -193,3 +193,36 @@ def _features(tokens: int, width: int) -> VisionFeatures:
 
 def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
+
+
+def test_hits_misses_and_bytes_are_exported_as_metrics(engines):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from sidecar import metrics
+
+    def scraped() -> dict[tuple[str, str], float]:
+        samples = {}
+        for family in text_string_to_metric_families(metrics.exposition().decode()):
+            for sample in family.samples:
+                if sample.name.startswith("rerank_sidecar_feature_cache"):
+                    samples[sample.name, sample.labels.get("tier", "")] = sample.value
+        return samples
+
+    cached, _ = engines
+    request = RerankInput(ItemInput(text="q"), DOCUMENTS[:2])
+    before = scraped()
+    run(cached, request)
+    run(cached, request)
+    after = scraped()
+    assert (
+        after["rerank_sidecar_feature_cache_hits_total", HOST]
+        - before.get(("rerank_sidecar_feature_cache_hits_total", HOST), 0)
+        == 2
+    )
+    assert (
+        after["rerank_sidecar_feature_cache_misses_total", ""] - before["rerank_sidecar_feature_cache_misses_total", ""]
+        == 2
+    )
+    assert (
+        after["rerank_sidecar_feature_cache_bytes", HOST] >= cached.feature_caches["reranker"].stats().bytes[HOST] > 0
+    )

@@ -176,7 +176,17 @@ def test_closed_port_fails_fast_after_retries():
 
 def test_sigterm_drains_in_flight_requests(tiny_model_dir, tmp_path):
     proc = ServerProcess(
-        ["--model", str(tiny_model_dir), "--max-batch-tokens", "256", "--max-batch-rows", "2"], tmp_path / "drain.log"
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--max-batch-tokens",
+            "256",
+            "--max-batch-rows",
+            "2",
+            "--drain-seconds",
+            "300",
+        ],
+        tmp_path / "drain.log",
     )
     try:
         proc.wait_ready()
