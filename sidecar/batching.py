@@ -102,6 +102,11 @@ class ModelThread:
         if rows:
             self._inbox.put(("rows", job, rows))
 
+    def cancel(self, job: Job) -> None:
+        """Drop `job` (its caller went away, or its preparation failed); wakes the thread if it waits."""
+        job.cancelled.set()
+        self._inbox.put(("cancel", job))
+
     def close_job(self, job: Job, prepared: float) -> None:
         """`job` has all its rows; its preparation ended at `prepared` (time.perf_counter)."""
         self._inbox.put(("close", job, prepared))
@@ -116,8 +121,9 @@ class ModelThread:
     def _run(self) -> None:
         torch.set_grad_enabled(False)
         active: list[Job] = []
+        stop = False  # once asked, the thread ends as soon as it holds no job
         while True:
-            stop = self._collect(active, block=not any(job.pending or _needs_prefix(job) for job in active))
+            stop |= self._collect(active, block=not any(job.pending or _needs_prefix(job) for job in active))
             try:
                 active[:] = [job for job in active if self._still_wanted(job)]
                 self._finish_done(active)
@@ -159,9 +165,9 @@ class ModelThread:
             job.arrivals += [self._deliveries] * len(rows)
             job.outputs += [None] * len(rows)
             job.pending.update(row.index for row in rows)
-        else:  # close
+        elif kind == "close":
             job.closed, job.prepared = True, args[1]
-        return False
+        return False  # "cancel" only wakes the thread: the job's flag is already set
 
     def _still_wanted(self, job: Job) -> bool:
         if job.cancelled.is_set():

@@ -310,7 +310,7 @@ class Engine:
             return job
         except BaseException:  # a failed preparation, or the caller went away (or the drain ended): drop the job
             if job is not None:
-                job.cancelled.set()
+                self._model.cancel(job)
             raise
         finally:
             budget.cancelled.set()  # whatever of this request still runs stops at its next check

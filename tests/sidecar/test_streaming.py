@@ -160,3 +160,27 @@ def test_batched_prefixes_equal_prefixes_forwarded_alone(reranker):
             assert k1.shape == k2.shape and k2.is_contiguous()
             assert torch.allclose(k1, k2, atol=1e-5) and torch.allclose(v1, v2, atol=1e-5)
     assert IMG_B  # the image query's picture is part of its prefix
+
+
+def test_closing_the_engine_mid_preparation_stops_the_model_thread(reranker):
+    """A request still being prepared when the engine closes is dropped, and the model thread ends
+    without waiting out the drain."""
+    engine = Engine(Settings(allow_private_urls=True, max_batch_tokens=512, drain_seconds=HANG_GUARD), reranker)
+    with ImageServer(png_bytes(90, 70, seed=61), held=True) as media:
+        docs = documents(10, seed=8) + (ItemInput(images=(MediaRef(uri=f"{media.url}/late.png"),)),)
+
+        async def main():
+            task = asyncio.ensure_future(engine.rerank(RerankInput(QUERY, docs)))
+            await until(lambda: engine.batches_run >= 1, "the first forward")
+            closing = asyncio.ensure_future(asyncio.to_thread(engine.close))
+            await asyncio.sleep(0.2)
+            media.release.set()  # the last picture arrives, but the engine is closing
+            started = time.monotonic()
+            await closing
+            with pytest.raises((SidecarError, RuntimeError)):
+                await task
+            return time.monotonic() - started
+
+        took = asyncio.run(main())
+    assert not engine._model._thread.is_alive()
+    assert took < HANG_GUARD / 2  # not the drain's full wait
