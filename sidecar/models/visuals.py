@@ -178,6 +178,21 @@ class VisualProcessor:
         return ProcessedItem(item.text, visuals)
 
 
+def stack_visuals(visuals: list[Visual]) -> dict[str, torch.Tensor]:
+    """Keyword arguments for transformers' own forward (pixel values and grids) of visuals in sequence
+    order; each needs its pixels (prepared without a feature cache). Fine-tuning uses it."""
+    kwargs: dict[str, torch.Tensor] = {}
+    for kind, values_key, grid_key in (
+        (IMAGE, "pixel_values", "image_grid_thw"),
+        (VIDEO, "pixel_values_videos", "video_grid_thw"),
+    ):
+        chosen = [v for v in visuals if v.kind == kind]
+        if chosen:
+            kwargs[values_key] = torch.cat([v.pixel_values for v in chosen])
+            kwargs[grid_key] = torch.stack([v.grid_thw for v in chosen])
+    return kwargs
+
+
 def visual_grids(visuals: list[Visual]) -> dict[str, torch.Tensor]:
     """`image_grid_thw` and `video_grid_thw` (what mRoPE positions need) for visuals in sequence order."""
     grids: dict[str, torch.Tensor] = {}
