@@ -41,6 +41,12 @@ FLAG_HELP = {
     "prefix_reuse": "compute the shared system+instruction+query prefix once per request (--no-prefix-reuse to compare)",
     "prefix_reuse_min_saved_tokens": "reuse the prefix only if it saves this many tokens (prefix x (docs-1)); "
     "unset = auto: 0 on CPU, 2048 on CUDA",
+    "feature_cache_mb": "document feature cache, device tier, MB per served model: a picture's vision-tower "
+    "output is kept, keyed by a hash of its bytes, so a picture seen before skips decoding and the vision tower "
+    "(scores unchanged); least recently used entries move to the host tier. On a CPU-only server both sizes "
+    "together make one tier. 0 with --feature-cache-host-mb 0 turns the cache off",
+    "feature_cache_host_mb": "document feature cache, host-memory tier, MB per served model: entries evicted from "
+    "the device tier, copied back on their next use",
     "preprocess_workers": "threads that prepare requests (media, tokenisation) while the model computes",
     "media_workers": "threads, shared by all requests, that fetch, decode and resize a request's images in parallel",
     "media_root": "directory under which local media paths may be read; unset disables local paths",

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 from sidecar.types import Timings
@@ -120,6 +120,35 @@ class _DeviceMemory(Collector):
 
 
 REGISTRY.register(_DeviceMemory())
+
+
+class _FeatureCaches(Collector):
+    """The document feature caches (models/features.py) summed over the served models, read at scrape
+    time; nothing before a model is loaded."""
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        features = sys.modules.get("sidecar.models.features")  # loaded with the models, never just to be scraped
+        if features is None or not features.live_caches():
+            return []
+        totals = features.totals()
+        hits = CounterMetricFamily(
+            "rerank_sidecar_feature_cache_hits", "Pictures served from the feature cache, by tier.", labels=["tier"]
+        )
+        for tier, count in totals.hits.items():
+            hits.add_metric([tier], count)
+        misses = CounterMetricFamily(
+            "rerank_sidecar_feature_cache_misses", "Pictures looked up in the feature cache and decoded."
+        )
+        misses.add_metric([], totals.misses)
+        size = GaugeMetricFamily(
+            "rerank_sidecar_feature_cache_bytes", "Bytes the feature cache holds, by tier.", labels=["tier"]
+        )
+        for tier, count in totals.bytes.items():
+            size.add_metric([tier], count)
+        return [hits, misses, size]
+
+
+REGISTRY.register(_FeatureCaches())
 
 
 # ---- the events ----------------------------------------------------------------------------------

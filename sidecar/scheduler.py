@@ -1,15 +1,16 @@
-"""The engine: one model thread fed by one queue, shared by every API face.
+"""The engine: admission, streamed preparation, and one model thread shared by every API face.
 
 A request is admitted (bounded: past `max_queued_pairs` it fails fast as OVERLOADED, and one that
-could never fit is TOO_LARGE), then prepared off the event loop in two stages on pools that are
-fair between requests (`workpool.FairPool`): its media, item by item (fetch, decode, resize,
-patchify), then its token ids (`assemble`: prompt, truncation, budgets, rows). Every stage checks
-the request's `RequestBudget` first, so a request whose caller went away or whose deadline passed
-stops consuming work. The prepared request becomes a job for the model thread, which computes
-each rerank job's query prefix once and forms micro-batches of rows (pairs, or embedding inputs)
-across all waiting jobs of the oldest job's kind: rows sorted by length (less padding), under a
-token budget. A job whose deadline passed or whose caller went away is dropped before its next
-micro-batch.
+could never fit is TOO_LARGE), then prepared off the event loop on pools that are fair between
+requests (`workpool.FairPool`): its media, item by item (fetch, decode, resize, patchify; a picture
+the feature cache knows is not decoded), and its token ids (prompt, truncation, budgets, rows).
+Preparation is streamed: as soon as the query is ready, the request becomes a job on the model
+thread (`batching.ModelThread`), which computes its query prefix; then the documents are taken in
+request order as their media complete, a slice at a time, and their rows join the job, so the first
+micro-batches run while later documents are still being fetched and decoded. Taking documents in
+order keeps errors deterministic (the first failing document in request order is the one named).
+Every stage checks the request's `RequestBudget` first, so a request whose caller went away or whose
+deadline passed stops consuming work.
 """
 
 from __future__ import annotations
@@ -17,27 +18,32 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
 
 from sidecar import metrics
+from sidecar.batching import Job, ModelThread
 from sidecar.budgets import PixelGate, RequestBudget
 from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaPolicy, MediaResolver
-from sidecar.models.embedder import EmbedderModel, PreparedEmbed
+from sidecar.models.embedder import EmbedderModel
+from sidecar.models.features import FeatureCache
 from sidecar.models.pairs import Chunk, PairLimits
-from sidecar.models.reranker import PreparedRerank, RerankerModel
+from sidecar.models.reranker import RerankerModel, RerankPlan
 from sidecar.models.visuals import ProcessedItem, VisualProcessor
 from sidecar.settings import Settings
 from sidecar.types import ItemInput, RerankInput, Timings
 from sidecar.workpool import FairPool
 
 log = logging.getLogger(__name__)
+
+# Documents per assembly slice: the first ones small, so the model starts early; later ones larger.
+FIRST_SLICE, LARGEST_SLICE = 8, 128
 
 
 def min_saved_tokens(settings: Settings, device: torch.device | None) -> int:
@@ -62,6 +68,15 @@ def batch_token_budget(settings: Settings, device: torch.device | None) -> int:
     return 16384 if device is not None and device.type == "cuda" else 1024
 
 
+def feature_cache(settings: Settings, model) -> FeatureCache | None:
+    """The model's document feature cache, or None when both tiers are sized 0."""
+    if model is None or settings.feature_cache_mb + settings.feature_cache_host_mb <= 0:
+        return None
+    return FeatureCache(
+        model.device, settings.feature_cache_mb << 20, settings.feature_cache_host_mb << 20, model.feature_fingerprint()
+    )
+
+
 @dataclass
 class RerankOutcome:
     """Per-document logits in request order, and what the request cost."""
@@ -79,36 +94,8 @@ class EmbedOutcome:
     timings: Timings
 
 
-@dataclass(eq=False)  # jobs compare by identity
-class _Job:
-    kind: str  # "reranker" or "embedding"
-    prepared: PreparedRerank | PreparedEmbed
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
-    deadline: float | None
-    timings: Timings
-    order: int
-    enqueued: float = field(default_factory=time.perf_counter)
-    enqueued_ns: int = field(default_factory=time.time_ns)
-    started: float | None = None
-    outputs: list = field(default_factory=list)
-    pending: set[int] = field(default_factory=set)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def finish(self, result: _Job | None = None, error: SidecarError | None = None) -> None:
-        def settle() -> None:
-            if self.future.done():
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(result)
-
-        self.loop.call_soon_threadsafe(settle)
-
-
 class Engine:
-    """Owns the models, the preparation pools and the model thread."""
+    """Owns the models, their feature caches, the preparation pools and the model thread."""
 
     def __init__(
         self, settings: Settings, reranker: RerankerModel | None = None, embedder: EmbedderModel | None = None
@@ -120,6 +107,7 @@ class Engine:
         device = (reranker or embedder).device if (reranker or embedder) else None
         self.min_saved_tokens = min_saved_tokens(settings, device)
         self.max_batch_tokens = batch_token_budget(settings, device)
+        self.feature_caches = {kind: feature_cache(settings, model) for kind, model in self.models.items()}
         self.policy = MediaPolicy(
             media_root=settings.media_root,
             allow_private_urls=settings.allow_private_urls,
@@ -135,15 +123,20 @@ class Engine:
         # Two pools: assembling a request waits on nothing, media tasks never wait on assembly.
         self._media = FairPool(settings.media_workers, "media")
         self._assembly = FairPool(settings.preprocess_workers, "preprocess")
-        self._inbox: queue.Queue[_Job | None] = queue.Queue()
+        self._model = ModelThread(self.models, self.feature_caches, self.max_batch_tokens, settings.max_batch_rows)
         self._queued_pairs = 0
         self._lock = threading.Lock()
         self._order = itertools.count()
-        self._thread = threading.Thread(target=self._run, name="model", daemon=True)
         self._stopping = False
-        self.batches_run = 0
-        self.mixed_batches = 0  # forwards that held rows of more than one request
-        self._thread.start()
+
+    @property
+    def batches_run(self) -> int:
+        return self._model.batches_run
+
+    @property
+    def mixed_batches(self) -> int:
+        """Forwards that held rows of more than one request."""
+        return self._model.mixed_batches
 
     # ---- API side (event loop) ---------------------------------------------------------------
 
@@ -160,33 +153,41 @@ class Engine:
         reranker = self.require("reranker")
         if not request.documents:
             return RerankOutcome([], Timings())
+        plans: list[RerankPlan] = []
+        limits = PairLimits(
+            max_length=reranker.max_length,
+            max_pair_tokens=self.settings.max_pair_tokens,
+            max_chunks=self.settings.max_chunks_per_document,
+        )
 
-        async def prepare(budget: RequestBudget, key: object, timings: Timings) -> PreparedRerank:
-            resolver = MediaResolver(self.policy, budget, self.gate)
-            labelled = reranker.labelled(request)
-            processed = await self._process(reranker.visual_processor, labelled, resolver, key, timings)
-            limits = PairLimits(
-                max_length=reranker.max_length,
-                max_pair_tokens=self.settings.max_pair_tokens,
-                max_chunks=self.settings.max_chunks_per_document,
+        async def pieces(budget: RequestBudget, key: object, timings: Timings) -> AsyncIterator[tuple]:
+            items = reranker.labelled(request)
+            processed_items = self._processed(
+                reranker.visual_processor, items, budget, key, timings, self.feature_caches["reranker"]
             )
-            prepared = await self._assemble(
-                key,
-                budget,
-                timings,
-                reranker.assemble,
-                request,
-                processed,
-                self.settings.prefix_reuse,
-                self.min_saved_tokens,
-                limits,
-                self.settings.max_request_tokens,
-            )
-            prepared.images = resolver.decoded
-            return prepared
+            async for first, processed in processed_items:
+                if not plans:  # the query: what every pair shares
+                    plan = await self._assemble(
+                        key,
+                        budget,
+                        timings,
+                        reranker.begin,
+                        request,
+                        processed[0],
+                        self.settings.prefix_reuse,
+                        self.min_saved_tokens,
+                        limits,
+                        self.settings.max_request_tokens,
+                    )
+                    plans.append(plan)
+                    yield plan.prepared.prefix, [], plan.prepared
+                    first, processed = 1, processed[1:]
+                if processed:
+                    rows = await self._assemble(key, budget, timings, reranker.extend, plans[0], first - 1, processed)
+                    yield None, rows, plans[0].prepared
 
-        job = await self._submit("reranker", len(request.documents), deadline, prepare)
-        logits, chunks = job.prepared.per_document(job.outputs, len(request.documents))
+        job = await self._submit("reranker", len(request.documents), deadline, pieces)
+        logits, chunks = plans[0].prepared.per_document(job.outputs, len(request.documents))
         return RerankOutcome(logits, job.timings, chunks if request.long_documents == "chunk" else [])
 
     async def embed(self, inputs: tuple[ItemInput, ...], instruction: str = "", deadline: float | None = None):
@@ -195,44 +196,68 @@ class Engine:
         if not inputs:
             return EmbedOutcome(torch.zeros(0, embedder.hidden_size), Timings())
 
-        async def prepare(budget: RequestBudget, key: object, timings: Timings) -> PreparedEmbed:
-            resolver = MediaResolver(self.policy, budget, self.gate)
-            labelled = [(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
-            processed = await self._process(embedder.visual_processor, labelled, resolver, key, timings)
-            prepared = await self._assemble(key, budget, timings, embedder.assemble, processed, instruction)
-            prepared.images = resolver.decoded
-            return prepared
+        async def pieces(budget: RequestBudget, key: object, timings: Timings) -> AsyncIterator[tuple]:
+            items = [(item, f"inputs[{i}]") for i, item in enumerate(inputs)]
+            processed_items = self._processed(
+                embedder.visual_processor, items, budget, key, timings, self.feature_caches["embedding"]
+            )
+            async for first, processed in processed_items:
+                prepared = await self._assemble(key, budget, timings, embedder.assemble, processed, instruction, first)
+                yield None, prepared.rows, prepared
 
-        job = await self._submit("embedding", len(inputs), deadline, prepare)
+        job = await self._submit("embedding", len(inputs), deadline, pieces)
         return EmbedOutcome(torch.stack(job.outputs), job.timings)
 
-    async def _process(
+    async def _processed(
         self,
         processor: VisualProcessor,
-        labelled: list[tuple[ItemInput, str]],
-        resolver: MediaResolver,
+        items: list[tuple[ItemInput, str]],
+        budget: RequestBudget,
         key: object,
         timings: Timings,
-    ) -> list[ProcessedItem]:
-        """Each item's media on the fair media pool (text-only items inline); the first error in order."""
+        cache: FeatureCache | None,
+    ) -> AsyncIterator[tuple[int, list[ProcessedItem]]]:
+        """The items processed, in order, as slices (first position, items): the first item alone,
+        then whatever run of the next items is ready, up to a slice size that grows.
+
+        Items with media are processed on the fair media pool, concurrently; text-only items inline.
+        Awaiting them in order makes the first failing item in order the one whose error is raised.
+        """
+        resolver = MediaResolver(self.policy, budget, self.gate)
         start = time.time_ns()
-        futures = [
-            self._media.submit(key, _checked, resolver.budget, processor.item, item, where, resolver)
+        futures: list[Future | None] = [
+            self._media.submit(key, _checked, budget, processor.item, item, where, resolver, cache)
             if item.images or item.videos
             else None
-            for item, where in labelled
+            for item, where in items
         ]
-        processed = []
-        for future, (item, where) in zip(futures, labelled):
-            processed.append(await asyncio.wrap_future(future) if future else processor.item(item, where, resolver))
-        timings.stages["media"] = (start, time.time_ns())
-        return processed
+
+        async def result(i: int) -> ProcessedItem:
+            future = futures[i]
+            item, where = items[i]
+            return await asyncio.wrap_future(future) if future else processor.item(item, where, resolver, cache)
+
+        position, size = 0, 1
+        while position < len(items):
+            first, piece = position, [await result(position)]
+            position += 1
+            while (
+                position < len(items) and len(piece) < size and (futures[position] is None or futures[position].done())
+            ):
+                piece.append(await result(position))
+                position += 1
+            timings.images, timings.feature_cache_hits = resolver.decoded, resolver.lookups_hit
+            timings.feature_cache_misses = resolver.lookups_missed
+            timings.stages["media"] = (start, time.time_ns())
+            yield first, piece
+            size = FIRST_SLICE if size == 1 else min(2 * size, LARGEST_SLICE)
 
     async def _assemble(self, key: object, budget: RequestBudget, timings: Timings, fn: Callable, *args):
         """`fn(*args)` (token ids and rows) on the fair preparation pool."""
         start = time.time_ns()
         result = await asyncio.wrap_future(self._assembly.submit(key, _checked, budget, fn, *args))
-        timings.stages["tokenization"] = (start, time.time_ns())
+        first = timings.stages.get("tokenization", (start, 0))[0]
+        timings.stages["tokenization"] = (first, time.time_ns())
         return result
 
     async def _submit(
@@ -240,9 +265,13 @@ class Engine:
         kind: str,
         rows: int,
         deadline: float | None,
-        prepare: Callable[[RequestBudget, object, Timings], Awaitable[PreparedRerank | PreparedEmbed]],
-    ) -> _Job:
-        """Admit, prepare off the event loop, queue for the model thread, and wait for the result."""
+        pieces: Callable[[RequestBudget, object, Timings], AsyncIterator[tuple]],
+    ) -> Job:
+        """Admit, prepare off the event loop while the model thread scores what is ready, and wait for the result.
+
+        `pieces` yields (prefix, rows, prepared): the job's prefix with its first piece (None
+        otherwise), the next rows, and the request's preparation so far.
+        """
         if self._stopping:
             raise SidecarError(Kind.UNAVAILABLE, "the server is shutting down")
         self._admit(rows)
@@ -258,26 +287,30 @@ class Engine:
             loop = asyncio.get_running_loop()
             timings = Timings()
             start = time.perf_counter()
-            prepared = await prepare(budget, key, timings)
-            if len(prepared.rows) > admitted:  # long documents became several windows each
-                self._admit(len(prepared.rows) - admitted)
-                admitted = len(prepared.rows)
+            delivered = 0
+            async for prefix, new_rows, prepared in pieces(budget, key, timings):
+                if job is None:
+                    job = Job(kind, prefix, loop, loop.create_future(), deadline, timings, next(self._order))
+                    self._model.submit(job)
+                if delivered + len(new_rows) > admitted:  # long documents became several windows each
+                    self._admit(delivered + len(new_rows) - admitted)
+                    admitted = delivered + len(new_rows)
+                for row in new_rows:
+                    row.owner = job
+                delivered += len(new_rows)
+                self._model.add_rows(job, new_rows)
+                timings.input_tokens += sum(getattr(r, "total_tokens", len(r.ids)) for r in new_rows)
+                timings.computed_tokens = getattr(prepared, "computed_tokens", 0) or timings.input_tokens
+                timings.video_frames = prepared.video_frames
+                if job.future.done():  # the model thread failed it: stop preparing
+                    break
             timings.preprocessing_ms = (time.perf_counter() - start) * 1000
-            timings.images, timings.video_frames = prepared.images, prepared.video_frames
-            timings.input_tokens = sum(getattr(r, "total_tokens", len(r.ids)) for r in prepared.rows)
-            prefix = getattr(prepared, "prefix", None)
-            timings.computed_tokens = (len(prefix) if prefix else 0) + sum(len(r.ids) for r in prepared.rows)
-            job = _Job(kind, prepared, loop, loop.create_future(), deadline, timings, next(self._order))
-            job.outputs = [None] * len(prepared.rows)
-            job.pending = set(range(len(prepared.rows)))
-            for row in prepared.rows:
-                row.owner = job
-            self._inbox.put(job)
+            self._model.close_job(job, time.perf_counter())
             await job.future
             return job
-        except asyncio.CancelledError:  # the caller went away (or the drain ended): drop the job
+        except BaseException:  # a failed preparation, or the caller went away (or the drain ended): drop the job
             if job is not None:
-                job.cancelled.set()
+                self._model.cancel(job)
             raise
         finally:
             budget.cancelled.set()  # whatever of this request still runs stops at its next check
@@ -309,108 +342,7 @@ class Engine:
         self._stopping = True
         self._media.shutdown()
         self._assembly.shutdown()
-        self._inbox.put(None)
-        self._thread.join(timeout=self.settings.drain_seconds)
-
-    # ---- model thread ------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        torch.set_grad_enabled(False)
-        active: list[_Job] = []
-        while True:
-            stop = self._collect(active, block=not active)
-            try:
-                active[:] = [job for job in active if self._still_wanted(job)]
-                if active:
-                    self._step(active)
-            except Exception as exc:  # a scheduler bug must fail requests, never hang them
-                log.exception("model thread error")
-                for job in active:
-                    job.finish(error=SidecarError(Kind.BACKEND, f"internal error: {type(exc).__name__}: {exc}"))
-                active.clear()
-            if stop and not active:
-                return
-
-    def _collect(self, active: list[_Job], block: bool) -> bool:
-        """Move newly admitted jobs into `active`; True when a stop was requested."""
-        stop = False
-        try:
-            item = self._inbox.get(block=block)
-            while True:
-                if item is None:
-                    stop = True
-                else:
-                    active.append(item)
-                item = self._inbox.get_nowait()
-        except queue.Empty:
-            pass
-        return stop
-
-    def _still_wanted(self, job: _Job) -> bool:
-        if job.cancelled.is_set():
-            log.info("dropping a cancelled request with %d pairs unscored", len(job.pending))
-            return False
-        if job.deadline is not None and time.monotonic() > job.deadline:
-            job.finish(error=SidecarError(Kind.DEADLINE, f"deadline passed with {len(job.pending)} pairs unscored"))
-            return False
-        return True
-
-    def _step(self, active: list[_Job]) -> None:
-        oldest = min(active, key=lambda j: j.order)
-        same_kind = [job for job in active if job.kind == oldest.kind]
-        model = self.models[oldest.kind]
-        rows = self._pick_rows(same_kind, oldest)
-        jobs = {id(row.owner): row.owner for row in rows}.values()
-        start = time.perf_counter()
-        try:
-            for job in jobs:
-                if job.started is None:
-                    job.started = start
-                    job.timings.queue_ms = (start - job.enqueued) * 1000
-                    job.timings.stages["queue"] = (job.enqueued_ns, time.time_ns())
-                if job.kind == "reranker":
-                    model.forward_prefix(job.prepared.prefix)
-            outputs = model.forward_rows(rows)
-        except Exception as exc:  # a model failure fails these jobs, never the thread
-            log.exception("forward pass failed")
-            for job in jobs:
-                job.finish(error=SidecarError(Kind.BACKEND, f"model forward failed: {type(exc).__name__}: {exc}"))
-                active.remove(job)
-            return
-        self.batches_run += 1
-        metrics.batch_forward(oldest.kind, [len(row.ids) for row in rows])
-        self.mixed_batches += len(jobs) > 1
-        elapsed = (time.perf_counter() - start) * 1000
-        values = outputs.tolist() if oldest.kind == "reranker" else list(outputs)
-        for row, value in zip(rows, values):
-            row.owner.outputs[row.index] = value
-            row.owner.pending.discard(row.index)
-        for job in jobs:
-            job.timings.inference_ms += elapsed
-            if not job.pending:
-                if job.kind == "reranker":
-                    job.prepared.prefix.kv = None
-                job.timings.stages["inference"] = (job.timings.stages["queue"][1], time.time_ns())
-                job.finish(job)
-                active.remove(job)
-
-    def _pick_rows(self, jobs: list[_Job], oldest: _Job) -> list:
-        """A micro-batch: similar-length rows around the oldest job's shortest, under the budget."""
-        candidates = sorted(
-            (row for job in jobs for row in job.prepared.rows if row.index in job.pending),
-            key=lambda r: (len(r.ids), r.owner.order),
-        )
-        anchor = next(i for i, r in enumerate(candidates) if r.owner is oldest)
-        budget, cap = self.max_batch_tokens, self.settings.max_batch_rows
-        lo = hi = anchor
-        width = len(candidates[anchor].ids)
-        # Grow towards longer rows first (they set the padded width), then towards shorter ones.
-        while hi + 1 < len(candidates) and hi - lo + 2 <= cap and (hi - lo + 2) * len(candidates[hi + 1].ids) <= budget:
-            hi += 1
-            width = len(candidates[hi].ids)
-        while lo > 0 and hi - lo + 2 <= cap and (hi - lo + 2) * width <= budget:
-            lo -= 1
-        return candidates[lo : hi + 1]
+        self._model.stop(self.settings.drain_seconds)
 
 
 def _checked(budget: RequestBudget, fn: Callable, *args):

@@ -35,6 +35,10 @@ class Settings:
     # the separate prefix forward costs a fixed overhead that a GPU notices on small requests.
     # None = auto: 0 on CPU (every saved token counts), 2048 on CUDA.
     prefix_reuse_min_saved_tokens: int | None = None
+    # Document feature cache (models/features.py): pictures' vision-tower output kept across requests,
+    # MB per served model, on the device and in host memory (one tier of both sizes on a CPU); 0 and 0 = off.
+    feature_cache_mb: int = 1024
+    feature_cache_host_mb: int = 1024
     preprocess_workers: int = 2  # threads that prepare requests (media, tokenisation) while the model computes
     media_workers: int = 8  # threads that fetch and decode one request's images in parallel
     media_root: Path | None = None  # local media paths are allowed only under this directory
@@ -96,3 +100,6 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        for name in ("feature_cache_mb", "feature_cache_host_mb"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 (off) or more")

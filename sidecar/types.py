@@ -62,6 +62,9 @@ class Timings:
     computed_tokens: int = 0
     images: int = 0
     video_frames: int = 0
+    feature_cache_hits: int = 0  # pictures whose features came from the feature cache (not decoded)
+    feature_cache_misses: int = 0  # pictures looked up in the feature cache and decoded
+    overlap_ms: float = 0.0  # time the request's own forwards ran while it was still being prepared
     extra: dict[str, float] = field(default_factory=dict)
     # Wall-clock (time.time_ns) start and end of each stage: "media", "tokenization", "queue", "inference".
     stages: dict[str, tuple[int, int]] = field(default_factory=dict)

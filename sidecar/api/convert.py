@@ -93,6 +93,8 @@ def usage_to_pb(timings: Timings) -> pb.Usage:
         computed_tokens=timings.computed_tokens,
         images=timings.images,
         video_frames=timings.video_frames,
+        feature_cache_hits=timings.feature_cache_hits,
+        feature_cache_misses=timings.feature_cache_misses,
         queue_ms=timings.queue_ms,
         preprocessing_ms=timings.preprocessing_ms,
         inference_ms=timings.inference_ms,

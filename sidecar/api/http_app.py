@@ -82,6 +82,7 @@ def usage_headers(timings: Timings, start: float) -> dict[str, str]:
         "x-queue-time": f"{timings.queue_ms:.1f}",
         "x-tokenization-time": f"{timings.preprocessing_ms:.1f}",
         "x-inference-time": f"{timings.inference_ms:.1f}",
+        "x-feature-cache-hits": str(timings.feature_cache_hits),
         "x-total-time": f"{(time.perf_counter() - start) * 1000:.1f}",
     }
 

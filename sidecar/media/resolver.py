@@ -6,6 +6,9 @@ request. Before a picture is decoded its header is read: the per-image pixel lim
 pixel budget and its image-token budget are checked then, and the decode waits for room in the
 process-wide `PixelGate`. A decoded image is resized at once and only the resized copy is kept, so
 a request holds model-sized pictures, never full-size ones.
+
+`picture` can consult a cache keyed by the bytes' content hash first: a picture the cache knows is
+not decoded at all, and charges the request its tokens only (no decoded pixels).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import threading
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +49,29 @@ class MediaPolicy:
     max_video_bytes: int = 200 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Picture:
+    """An image reference resolved: decoded and resized (`image`), or what the caller's lookup returned
+    for its bytes (`cached`, the picture left undecoded); `digest` is the bytes' content hash."""
+
+    image: Image.Image | None
+    cached: object | None = None
+    digest: str = ""
+
+
+def content_digest(data: bytes) -> str:
+    """The hash a picture's bytes are looked up by."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
 @dataclass
 class _Slot:
-    """One distinct image reference of a request: the resized picture once decoded, its tokens, its lock."""
+    """One distinct image reference of a request: the resized picture once decoded (or what a cache
+    lookup returned instead), its tokens, its lock."""
 
     image: Image.Image | None = None
+    cached: object | None = None
+    digest: str = ""
     tokens: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,20 +90,27 @@ class MediaResolver:
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self.decoded = 0
+        self.lookups_hit = self.lookups_missed = 0  # distinct pictures `lookup` knew, and did not
 
     def image(self, ref: MediaRef, where: str) -> Image.Image:
         """The picture `ref` points to, decoded and resized to the model's image bounds."""
-        slot, fresh = self._resolve(ref, where)
-        if not fresh:  # a later use of a decoded picture still costs its tokens
+        return self.picture(ref, where).image
+
+    def picture(self, ref: MediaRef, where: str, lookup: Callable[[str], object | None] | None = None) -> Picture:
+        """The picture `ref` points to; with `lookup`, its bytes' content hash is looked up first, and
+        a result (an object with a `tokens` attribute) is returned in place of decoding the picture."""
+        slot, fresh = self._resolve(ref, where, lookup)
+        if not fresh:  # a later use of a picture still costs its tokens
             self._guard(where, self.budget.charge_image_tokens, slot.tokens, where)
-        return slot.image
+        return Picture(slot.image, slot.cached, slot.digest)
 
     def frame(self, ref: MediaRef, where: str) -> Image.Image:
         """A listed video frame, decoded and given the reference's first frame resize.
 
         Frames are not kept for reuse: each is dropped as soon as the video has its resized copy.
         """
-        return self._guard(where, metrics.counted_fetch(self._decode, ref.uri, bool(ref.data)), ref, where, "frame")
+        load = metrics.counted_fetch(lambda: self._decode(self._bytes(ref), where, "frame"), ref.uri, bool(ref.data))
+        return self._guard(where, load)
 
     def video(self, uri: str, fps: float, where: str) -> VideoFrames:
         """A video file reference, decoded and sampled at `fps` frames per second."""
@@ -125,23 +154,39 @@ class MediaResolver:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _resolve(self, ref: MediaRef, where: str) -> tuple[_Slot, bool]:
-        """The slot of an image reference, decoded by this call (True) or by an earlier one (False)."""
+    def _resolve(self, ref: MediaRef, where: str, lookup: Callable[[str], object | None] | None) -> tuple[_Slot, bool]:
+        """The slot of an image reference, resolved by this call (True) or by an earlier one (False)."""
         key = "d:" + hashlib.sha1(ref.data).hexdigest() if ref.data else "u:" + (ref.uri or "")
         with self._lock:
             slot = self._slots.setdefault(key, _Slot())
         with slot.lock:
-            if slot.image is not None:
+            if slot.image is not None or slot.cached is not None:
                 return slot, False
-            slot.image = self._guard(
-                where, metrics.counted_fetch(self._decode, ref.uri, bool(ref.data)), ref, where, "image", slot
-            )
+            self._guard(where, metrics.counted_fetch(self._load, ref.uri, bool(ref.data)), ref, where, slot, lookup)
         return slot, True
 
-    def _decode(self, ref: MediaRef, where: str, use: str, slot: _Slot | None = None) -> Image.Image:
-        """Fetch, check the header against every limit, then decode and resize for `use`."""
+    def _load(self, ref: MediaRef, where: str, slot: _Slot, lookup: Callable[[str], object | None] | None) -> None:
+        """Fill `slot`: the cached picture if `lookup` knows the bytes (charged its tokens), else the decoded one."""
+        data = self._bytes(ref)
+        if lookup is not None:
+            slot.digest = content_digest(data)
+            cached = lookup(slot.digest)
+            with self._lock:
+                self.lookups_hit += cached is not None
+                self.lookups_missed += cached is None
+            if cached is not None:
+                slot.tokens = cached.tokens
+                self.budget.charge_image_tokens(slot.tokens, where)
+                slot.cached = cached
+                return
+        slot.image = self._decode(data, where, "image", slot)
+
+    def _bytes(self, ref: MediaRef) -> bytes:
         self.budget.check()
-        data = ref.data if ref.data else self.load_bytes(ref.uri or "")
+        return ref.data if ref.data else self.load_bytes(ref.uri or "")
+
+    def _decode(self, data: bytes, where: str, use: str, slot: _Slot | None = None) -> Image.Image:
+        """Check the header against every limit, then decode and resize for `use`."""
         if use == "image":
             opened = open_image(data, self.policy.max_pixels)
         else:

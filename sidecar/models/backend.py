@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from sidecar.models.loading import rope_index
 from sidecar.models.tokens import PromptTokenizer
-from sidecar.models.visuals import IMAGE, VIDEO, Visual, VisualProcessor, stack_visuals
+from sidecar.models.visuals import IMAGE, VIDEO, Visual, VisualProcessor, visual_grids
 
 
 class QwenBackend:
@@ -32,11 +34,33 @@ class QwenBackend:
         self.image_token_id, self.video_token_id = config.image_token_id, config.video_token_id
         self.hidden_size = config.text_config.hidden_size
 
-    def compile_layers(self) -> str | None:
-        """Fuse and compile the decoder layers (models/fused.py); None on success, else why they stay eager."""
-        from sidecar.models.fused import fuse_and_verify
+    def feature_fingerprint(self) -> str:
+        """What a picture's cached features depend on besides its bytes: the checkpoint, its precision
+        and the image processing (resize bounds, patching, normalisation)."""
+        from sidecar.media.images import FACTOR, IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS
 
-        return fuse_and_verify(self.base)
+        processing = self.processor.image_processor.to_json_string()
+        text = f"{self.name}|{self.dtype}|{IMAGE_MIN_PIXELS}|{IMAGE_MAX_PIXELS}|{FACTOR}|{processing}"
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+    def compile_layers(self) -> str | None:
+        """Fuse and compile the decoder layers (models/fused.py) and the vision tower's blocks
+        (models/fused_vision.py); None on success, else why both stay eager."""
+        from sidecar.models.fused import fuse_and_verify, unfuse_decoder_layers
+        from sidecar.models.fused_vision import fuse_and_verify as fuse_vision
+
+        reason = fuse_and_verify(self.base)
+        if reason is None and (reason := fuse_vision(self.base.visual)) is not None:
+            unfuse_decoder_layers(self.base.language_model)
+        return reason
+
+    def uncompile_layers(self) -> None:
+        """Back to transformers' own decoder layers and vision blocks."""
+        from sidecar.models.fused import unfuse_decoder_layers
+        from sidecar.models.fused_vision import unfuse_vision_blocks
+
+        unfuse_decoder_layers(self.base.language_model)
+        unfuse_vision_blocks(self.base.visual)
 
     def positions(self, ids: list[int], visuals: list[Visual]) -> torch.Tensor:
         """mRoPE positions (3, L) for an unpadded sequence whose visuals are `visuals`."""
@@ -48,7 +72,7 @@ class QwenBackend:
         mm_types = torch.zeros_like(input_ids)
         mm_types[input_ids == self.image_token_id] = IMAGE
         mm_types[input_ids == self.video_token_id] = VIDEO
-        grids = stack_visuals(visuals)
+        grids = visual_grids(visuals)
         positions = rope_index(self.base, input_ids, mm_types, grids.get("image_grid_thw"), grids.get("video_grid_thw"))
         return positions[:, 0]
 

@@ -15,7 +15,9 @@ import torch
 from sidecar.errors import invalid
 from sidecar.media import MediaResolver
 from sidecar.models.backend import QwenBackend
-from sidecar.models.visuals import ProcessedItem, Visual, stack_visuals
+from sidecar.models.features import FeatureCache
+from sidecar.models.visual_inputs import text_model_inputs
+from sidecar.models.visuals import ProcessedItem, Visual
 from sidecar.prompts import EMBED_MAX_LENGTH, embed_prompt, side
 from sidecar.types import ItemInput
 
@@ -60,10 +62,11 @@ class EmbedderModel(QwenBackend):
         """Resolve and process every input's media."""
         return self.visual_processor.items([(item, f"inputs[{i}]") for i, item in enumerate(inputs)], resolver, pool)
 
-    def assemble(self, items: list[ProcessedItem], instruction: str) -> PreparedEmbed:
+    def assemble(self, items: list[ProcessedItem], instruction: str, first: int = 0) -> PreparedEmbed:
         """Each input's prompt as token ids, cut at the maximum length as the reference cuts it (plain right
-        truncation; an input whose images or video would be cut is refused). An empty input is "NULL"."""
-        rows = [self._row(index, item, instruction) for index, item in enumerate(items)]
+        truncation; an input whose images or video would be cut is refused). An empty input is "NULL".
+        `first` is the request position of `items[0]` (inputs may be assembled a slice at a time)."""
+        rows = [self._row(index, item, instruction) for index, item in enumerate(items, start=first)]
         frames = sum(v.frames for item in items for v in item.visuals)
         return PreparedEmbed(rows, video_frames=frames)
 
@@ -88,12 +91,12 @@ class EmbedderModel(QwenBackend):
         return EmbedRow(index, ids, self.positions(ids, item.visuals), item.visuals)
 
     @torch.inference_mode()
-    def forward_rows(self, rows: list[EmbedRow]) -> torch.Tensor:
+    def forward_rows(self, rows: list[EmbedRow], cache: FeatureCache | None = None) -> torch.Tensor:
         """L2-normalised embeddings (B, hidden) in float32, one per row."""
         ids, positions, lengths = self.padded_batch(rows)
-        kwargs = {k: self.to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
+        inputs = text_model_inputs(self, ids, [v for r in rows for v in r.visuals], cache)
         # Right padding under causal attention: real tokens never attend to the pads after them.
-        out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
+        out = self.base.language_model(position_ids=self.to_device(positions), **inputs)
         pooled = self.last_hidden(out.last_hidden_state, lengths).float()
         return torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu()
 

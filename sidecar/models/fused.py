@@ -13,11 +13,13 @@ kernels may round an intermediate once instead of twice, far inside bfloat16's t
 Both graphs take the layer's weights as inputs, so every layer of every loaded model shares one
 compilation; the token count is a dynamic dimension, so no request shape triggers a recompile.
 
-Rows that all continue one shared query prefix (see models/reranker.py) take a third graph in place
-of the first: it also lays out each row's keys and values after the prefix's, with the key/value
-heads already repeated for grouped-query attention, in one pass. Through transformers' cache the
-same layout costs four copies per layer (the prefix broadcast to every row, the concatenation with
-the row's keys, the head repeat for keys and for values), about a sixth of a K=100 forward on a GPU.
+Rows that continue a query prefix (see models/reranker.py) take a third graph in place of the
+first: it also lays out each row's keys and values after the prefix's, with the key/value heads
+already repeated for grouped-query attention, in one pass. Through transformers' cache the same
+layout costs four copies per layer (the prefix broadcast to every row, the concatenation with the
+row's keys, the head repeat for keys and for values), about a sixth of a K=100 forward on a GPU.
+A batch that mixes requests is ordered by prefix: each group of rows takes that graph with its own
+prefix and attends on its own, while the output projection and the MLP run over the whole batch.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import logging
 import threading
 import types
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -99,43 +102,56 @@ def _before_attention_prefixed(
     flat = (hidden.reshape(b * s, width), weights, cos.reshape(b * s, head_dim), sin.reshape(b * s, head_dim))
     q, k, v = _before_attention(*flat, eps, head_dim)
     heads = q.shape[1]
-
-    def after_prefix(prefix: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        rows = rows.view(b, s, -1, head_dim).transpose(1, 2)
-        both = torch.cat([prefix.expand(b, -1, -1, -1), rows], dim=2)  # (B, kv_heads, P + S, head_dim)
-        repeat = heads // both.shape[1]
-        return both[:, :, None].expand(-1, -1, repeat, -1, -1).reshape(b, heads, -1, head_dim)
-
-    return q.view(b, s, heads, head_dim).transpose(1, 2), after_prefix(prefix_k, k), after_prefix(prefix_v, v)
+    return (
+        q.view(b, s, heads, head_dim).transpose(1, 2),
+        _after_prefix(prefix_k, k, b, s, heads, head_dim),
+        _after_prefix(prefix_v, v, b, s, heads, head_dim),
+    )
 
 
-class _SharedPrefix(threading.local):
-    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+def _after_prefix(prefix: torch.Tensor | None, rows: torch.Tensor, b: int, s: int, heads: int, head_dim: int):
+    """Rows' keys or values (B * S, kv_heads, head_dim) laid out after the prefix's (1, kv_heads, P,
+    head_dim), heads repeated for grouped-query attention: (B, heads, P + S, head_dim)."""
+    rows = rows.view(b, s, -1, head_dim).transpose(1, 2)
+    both = rows if prefix is None else torch.cat([prefix.expand(b, -1, -1, -1), rows], dim=2)
+    repeat = heads // both.shape[1]
+    return both[:, :, None].expand(-1, -1, repeat, -1, -1).reshape(b, heads, -1, head_dim)
+
+
+@dataclass
+class PrefixGroup:
+    """Rows [start, end) of a batch that continue one prefix: its per-layer (keys, values), each
+    (1, kv_heads, P, head_dim), or None for rows that hold their whole sequence."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None
+    start: int
+    end: int
+    prefix_id: int = 0  # identifies the prefix while groups are built
+
+
+class _Groups(threading.local):
+    groups: list[PrefixGroup] | None = None
     masks: dict | None = None
 
 
-_SHARED = _SharedPrefix()
+_GROUPS = _Groups()
 
 
 @contextlib.contextmanager
-def shared_prefix(kv: list[tuple[torch.Tensor, torch.Tensor]]):
-    """Within this block, fused layers run rows that all continue the prefix whose per-layer
-    (keys, values), each (1, kv_heads, P, head_dim), are `kv`; the model gets no cache."""
-    _SHARED.kv, _SHARED.masks = kv, {}
+def prefix_groups(groups: list[PrefixGroup]):
+    """Within this block, fused layers run a batch whose rows continue the prefixes of `groups`
+    (every row in exactly one group, in batch order); the model gets no cache."""
+    _GROUPS.groups, _GROUPS.masks = groups, {}
     try:
         yield
     finally:
-        _SHARED.kv = _SHARED.masks = None
+        _GROUPS.groups = _GROUPS.masks = None
 
 
-def prefixed_rows_supported(text_model: torch.nn.Module, rows: int, width: int, prefix: int) -> bool:
-    """Whether `shared_prefix` can serve a batch of `rows` rows of `width` tokens after `prefix` tokens.
-
-    Needs the fused layers, switched on. Sizes of 0 or 1 would make the compiler specialise (and
-    recompile), so such batches keep the cache path.
-    """
+def prefixed_rows_supported(text_model: torch.nn.Module) -> bool:
+    """Whether `prefix_groups` can serve batches: the fused layers are in place and switched on."""
     fused_in_place = all("forward" in vars(layer) for layer in text_model.layers)
-    return fused_in_place and _compiled().enabled and min(rows, width, prefix) >= 2
+    return fused_in_place and _compiled().enabled
 
 
 class CompiledLayers:
@@ -336,9 +352,9 @@ def _make_forward(compiled: CompiledLayers, eager_forward):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        prefixed = _SHARED.kv is not None
+        groups = _GROUPS.groups
         tokens = hidden_states.shape[0] * hidden_states.shape[1]
-        if not prefixed and (not compiled.enabled or tokens < 2):
+        if groups is None and (not compiled.enabled or tokens < 2):
             return eager_forward(hidden_states, *args, **kwargs)
         position_embeddings = kwargs.get("position_embeddings", args[0] if args else None)
         attention_mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
@@ -351,26 +367,9 @@ def _make_forward(compiled: CompiledLayers, eager_forward):
         flat = hidden_states.reshape(tokens, width)
         torch._dynamo.maybe_mark_dynamic(flat, 0)
         weights = _attention_weights(self)
-        if prefixed:
-            prefix_k, prefix_v = _SHARED.kv[attn.layer_idx]
-            _mark_prefixed_dynamic(hidden_states, cos, sin, prefix_k, prefix_v)
-            q, k, v = compiled.run(
-                compiled.before_prefixed,
-                _before_attention_prefixed,
-                hidden_states,
-                weights,
-                cos,
-                sin,
-                prefix_k,
-                prefix_v,
-                eps,
-                attn.head_dim,
-            )
-            mask = _prefix_causal_mask(length, prefix_k.shape[2], q.device)
-            attended = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask[None, None].expand(batch, 1, -1, -1), scale=attn.scaling
-            )
-            attended = attended.transpose(1, 2).reshape(tokens, -1)
+        if groups is not None:
+            parts = [_attend_group(compiled, self, group, hidden_states, cos, sin, weights) for group in groups]
+            attended = parts[0] if len(parts) == 1 else torch.cat(parts)
         else:
             cos, sin = cos.reshape(tokens, -1), sin.reshape(tokens, -1)
             for tensor in (cos, sin):
@@ -400,12 +399,47 @@ def _make_forward(compiled: CompiledLayers, eager_forward):
     return forward
 
 
+def _attend_group(compiled, layer, group: PrefixGroup, hidden, cos, sin, weights) -> torch.Tensor:
+    """Attention of one prefix group's rows: (rows x length, heads x head_dim).
+
+    The graph that lays out keys and values after the prefix serves groups of at least two rows
+    after a prefix of at least two tokens (sizes of 0 or 1 would make the compiler specialise and
+    recompile); a single row, or rows without a prefix, take the token-wise graph and the same
+    layout eagerly.
+    """
+    attn, eps, head_dim = layer.self_attn, layer.input_layernorm.variance_epsilon, layer.self_attn.head_dim
+    rows, cos, sin = hidden[group.start : group.end], cos[group.start : group.end], sin[group.start : group.end]
+    b, s, width = rows.shape
+    prefix_k, prefix_v = group.kv[attn.layer_idx] if group.kv is not None else (None, None)
+    prefix = prefix_k.shape[2] if prefix_k is not None else 0
+    if min(b, s, prefix) >= 2:
+        _mark_prefixed_dynamic(rows, cos, sin, prefix_k, prefix_v)
+        args = (rows, weights, cos, sin, prefix_k, prefix_v, eps, head_dim)
+        q, k, v = compiled.run(compiled.before_prefixed, _before_attention_prefixed, *args)
+    else:
+        flat, cos, sin = rows.reshape(b * s, width), cos.reshape(b * s, -1), sin.reshape(b * s, -1)
+        if b * s >= 2:
+            for tensor in (flat, cos, sin):
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+            q, k, v = compiled.run(compiled.before, _before_attention, flat, weights, cos, sin, eps, head_dim)
+        else:
+            q, k, v = _before_attention(flat, weights, cos, sin, eps, head_dim)
+        heads = q.shape[1]
+        q = q.view(b, s, heads, head_dim).transpose(1, 2)
+        k, v = (_after_prefix(p, t, b, s, heads, head_dim) for p, t in ((prefix_k, k), (prefix_v, v)))
+    mask = _prefix_causal_mask(s, prefix, q.device)
+    attended = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask[None, None].expand(b, 1, -1, -1), scale=attn.scaling
+    )
+    return attended.transpose(1, 2).reshape(b * s, -1)
+
+
 def _prefix_causal_mask(length: int, prefix: int, device: torch.device) -> torch.Tensor:
     """(length, prefix + length) booleans: every row token sees the whole prefix and the row up to itself.
 
     Rows are right-padded, so this alone keeps padding out of real tokens' view. One per forward.
     """
     key = (length, prefix)
-    if key not in _SHARED.masks:
-        _SHARED.masks[key] = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
-    return _SHARED.masks[key]
+    if key not in _GROUPS.masks:
+        _GROUPS.masks[key] = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
+    return _GROUPS.masks[key]

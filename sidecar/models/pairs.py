@@ -85,6 +85,13 @@ class PairBuilder:
         self, query: ProcessedItem, documents: list[ProcessedItem], instruction: str, labels: list[str]
     ) -> list[Pair]:
         """The pairs of every document, in order: one each, or one per window when chunking."""
+        request = self.start(query, instruction)
+        return [
+            pair for i, (d, label) in enumerate(zip(documents, labels)) for pair in self.pairs(request, i, d, label)
+        ]
+
+    def start(self, query: ProcessedItem, instruction: str) -> _Request:
+        """What every pair of a request shares: the head (system, instruction, query), encoded once."""
         tok, budget = self.tok, self.limits.max_length
         runs = tok.runs(tok.parts(rerank_head(instruction, side(query.text, [v.placeholder for v in query.visuals]))))
         open_run = tok.normalize(runs.pop().text) if runs[-1].special is None else ""
@@ -99,16 +106,26 @@ class PairBuilder:
                 carry = open_run[split:]
             else:  # the query alone fills the budget: documents keep only their special tokens
                 head = _join(head, self._encode_runs([Part(text=open_run)], wanted))
-        request = _Request(head, carry, {})
+        return _Request(head, carry, {})
+
+    def pairs(self, request: _Request, index: int, document: ProcessedItem, label: str) -> list[Pair]:
+        """The pairs of one document (request position `index`): one, or one per window when chunking."""
         pairs = []
-        for index, (document, label) in enumerate(zip(documents, labels)):
-            for text, chunk in self._windows(request, document):
-                item = ProcessedItem(text, document.visuals)
-                where = label if chunk is None or chunk.count == 1 else f"{label} (window {chunk.index})"
-                pair = self._pair(request, item, where)
-                pair.document, pair.chunk = index, chunk
-                pairs.append(pair)
+        for text, chunk in self._windows(request, document):
+            item = ProcessedItem(text, document.visuals)
+            where = label if chunk is None or chunk.count == 1 else f"{label} (window {chunk.index})"
+            pair = self._pair(request, item, where)
+            pair.document, pair.chunk = index, chunk
+            pairs.append(pair)
         return pairs
+
+    def text_document_head(self, request: _Request) -> list[int]:
+        """The head a pair with a plain text document keeps: the request's head, or (when the query
+        alone passes the budget) its truncated copy that every such pair shares."""
+        try:
+            return self._pair(request, ProcessedItem("", []), "documents").head
+        except SidecarError:  # no text document fits beside this query: each pair reports it by name
+            return request.head.ids
 
     def _pair(self, request: _Request, document: ProcessedItem, label: str) -> Pair:
         tok, head = self.tok, request.head
@@ -234,7 +251,7 @@ class PairBuilder:
 
 @dataclass
 class _Request:
-    """What every pair of one request shares."""
+    """What every pair of one request shares (`PairBuilder.start`)."""
 
     head: _Encoded
     carry: str

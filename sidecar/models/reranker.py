@@ -4,13 +4,15 @@ Score = sigmoid(w . h) where h is the final hidden state at a pair's last token 
 w = lm_head[yes] - lm_head[no], exactly as the official reference computes it.
 
 Preparation is two stages the scheduler runs apart: `process` (media: fetch, decode, resize,
-patchify; per item, on a pool) and `assemble` (the pairs' token ids from `models.pairs`, the shared
-prefix, each row's ids and positions).
+patchify; per item, on a pool) and the assembly of rows: `begin` fixes what every pair shares (the
+prompt head and the prefix) from the query alone, and `extend` turns documents into rows as they
+become ready, so a request's first rows can be scored while its later documents are still being
+fetched. `assemble` does both for a whole request at once.
 
-Query-prefix reuse: all pairs of a request share "system + instruction + query". The longest common
-token prefix of the request's pairs is forwarded once; each pair's remaining tokens attend to its
-cached keys and values. Positions, truncation and visual features are those of the full sequence,
-so scores equal the full computation up to float rounding.
+Query-prefix reuse: all pairs of a request start with the same head, "system + instruction +
+query". It is forwarded once; each pair's remaining tokens attend to its cached keys and values.
+Positions, truncation and visual features are those of the full sequence, so scores equal the full
+computation up to float rounding. The prefixes of several requests are forwarded together.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ from sidecar.errors import Kind, SidecarError
 from sidecar.media import MediaResolver
 from sidecar.models import fused
 from sidecar.models.backend import QwenBackend
+from sidecar.models.features import FeatureCache
 from sidecar.models.loading import cache_kwarg_name, cache_layers, new_cache
 from sidecar.models.pairs import Chunk, Pair, PairBuilder, PairLimits
-from sidecar.models.visuals import ProcessedItem, Visual, stack_visuals
+from sidecar.models.visual_inputs import text_model_inputs
+from sidecar.models.visuals import ProcessedItem, Visual
 from sidecar.prompts import RERANK_MAX_LENGTH
 from sidecar.types import ItemInput, RerankInput
 
 
-@dataclass
+@dataclass(eq=False)
 class Prefix:
     """The shared start of a request's pairs; `kv` is filled by the model thread."""
 
@@ -66,6 +70,7 @@ class PreparedRerank:
     video_frames: int = 0
     documents: list[int] = field(default_factory=list)  # per row: the document it scores
     chunks: list[Chunk | None] = field(default_factory=list)  # per row: its window, when chunking
+    computed_tokens: int = 0  # the prefix once, and every row's own tokens
 
     def per_document(self, logits: list[float], count: int) -> tuple[list[float], list[Chunk | None]]:
         """Each document's logit, the best of its rows (windows), and the window that gave it."""
@@ -77,8 +82,23 @@ class PreparedRerank:
         return best, chunks
 
 
+@dataclass
+class RerankPlan:
+    """One request's assembly in progress: what `begin` fixed, and the rows `extend` has built."""
+
+    request: RerankInput
+    query: ProcessedItem
+    builder: PairBuilder
+    head: object  # PairBuilder.start's result
+    prefix_head: list[int] | None  # the pair head that continues the prefix (None: no prefix)
+    prepared: PreparedRerank
+    none: Prefix  # the empty prefix of rows that do not continue the request's prefix
+    max_request_tokens: int | None = None
+    head_positions: dict[int, torch.Tensor] = field(default_factory=dict)  # per distinct head object
+
+
 class RerankerModel(QwenBackend):
-    """A loaded reranker checkpoint. `prepare` runs on any thread; `forward_*` only on the model thread."""
+    """A loaded reranker checkpoint. Preparation runs on any thread; `forward_*` only on the model thread."""
 
     kind = "reranker"
 
@@ -94,8 +114,7 @@ class RerankerModel(QwenBackend):
         vocab = self.tokenizer.get_vocab()
         weight = model.lm_head.weight.data
         self.score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).float()
-        self.vision_start_id = model.config.vision_start_token_id
-        self._cache_kwarg = cache_kwarg_name(self.base)
+        self._cache_kwarg = cache_kwarg_name(self.base.language_model)
 
     # ---- preparation (CPU) -------------------------------------------------------------------
 
@@ -108,18 +127,23 @@ class RerankerModel(QwenBackend):
         pool: Executor | None = None,
         limits: PairLimits | None = None,
         max_request_tokens: int | None = None,
+        cache: FeatureCache | None = None,
     ) -> PreparedRerank:
         """`process` then `assemble`: the whole preparation of one request on this thread (and `pool`)."""
-        processed = self.process(request, resolver, pool)
+        processed = self.process(request, resolver, pool, cache)
         prepared = self.assemble(request, processed, reuse_prefix, min_saved_tokens, limits, max_request_tokens)
         prepared.images = resolver.decoded
         return prepared
 
     def process(
-        self, request: RerankInput, resolver: MediaResolver, pool: Executor | None = None
+        self,
+        request: RerankInput,
+        resolver: MediaResolver,
+        pool: Executor | None = None,
+        cache: FeatureCache | None = None,
     ) -> list[ProcessedItem]:
         """Resolve and process the media of the query and every document (concurrently on `pool`)."""
-        return self.visual_processor.items(self.labelled(request), resolver, pool)
+        return self.visual_processor.items(self.labelled(request), resolver, pool, cache)
 
     @staticmethod
     def labelled(request: RerankInput) -> list[tuple[ItemInput, str]]:
@@ -135,12 +159,26 @@ class RerankerModel(QwenBackend):
         limits: PairLimits | None = None,
         max_request_tokens: int | None = None,
     ) -> PreparedRerank:
-        """Build, truncate and cap every pair, split off the shared prefix, and lay out the rows.
-
-        The prefix is split off only when it saves at least `min_saved_tokens` forwarded tokens. A
-        request whose computed tokens exceed `max_request_tokens` is refused before any row is built.
-        """
+        """Every row of a request whose items are all processed (`begin` and one `extend`)."""
         query, *docs = processed
+        plan = self.begin(request, query, reuse_prefix, min_saved_tokens, limits, max_request_tokens)
+        self.extend(plan, 0, docs)
+        return plan.prepared
+
+    def begin(
+        self,
+        request: RerankInput,
+        query: ProcessedItem,
+        reuse_prefix: bool = True,
+        min_saved_tokens: int = 0,
+        limits: PairLimits | None = None,
+        max_request_tokens: int | None = None,
+    ) -> RerankPlan:
+        """Fix what every pair of the request shares, from the query alone: the prompt head and the prefix.
+
+        The prefix is the head a text document's pair keeps; it is split off only when it saves at
+        least `min_saved_tokens` forwarded tokens over the request's documents.
+        """
         limits = replace(
             limits or PairLimits(max_length=self.max_length),
             truncate=request.truncate,
@@ -149,75 +187,58 @@ class RerankerModel(QwenBackend):
             max_tokens_per_doc=request.max_tokens_per_doc,
             chunk_overlap=request.chunk_overlap,
         )
-        pairs = PairBuilder(self.prompt_tokenizer, limits).build(query, docs, request.instruction, _labels(request))
-        shared = self._shared_length(pairs, query) if reuse_prefix and len(pairs) > 1 else 0
-        if shared * (len(pairs) - 1) < min_saved_tokens:
-            shared = 0
-        computed = shared + sum(len(pair) - shared for pair in pairs)
-        if max_request_tokens is not None and computed > max_request_tokens:
+        builder = PairBuilder(self.prompt_tokenizer, limits)
+        head = builder.start(query, request.instruction)
+        prefix_head = builder.text_document_head(head) if reuse_prefix else None
+        several = len(request.documents) > 1 or limits.chunk
+        if prefix_head is not None and (
+            not several or len(prefix_head) * (len(request.documents) - 1) < min_saved_tokens
+        ):
+            prefix_head = None
+        none = Prefix([], torch.zeros(3, 0, dtype=torch.long), [])
+        prefix = self._make_prefix(prefix_head, query.visuals) if prefix_head else none
+        prepared = PreparedRerank(prefix, [], computed_tokens=len(prefix))
+        return RerankPlan(request, query, builder, head, prefix_head, prepared, none, max_request_tokens)
+
+    def extend(self, plan: RerankPlan, first: int, documents: list[ProcessedItem]) -> list[PairRow]:
+        """Rows for `documents`, the request's documents from position `first` on; they are also
+        added to `plan.prepared`. A request whose computed tokens pass `max_request_tokens` is refused."""
+        labels = _labels(plan.request)
+        pairs = [
+            pair
+            for index, document in enumerate(documents, start=first)
+            for pair in plan.builder.pairs(plan.head, index, document, labels[index])
+        ]
+        prepared = plan.prepared
+        rows = []
+        for pair in pairs:
+            row = self._make_row(len(prepared.rows) + len(rows), pair, plan, documents[pair.document - first])
+            rows.append(row)
+            prepared.computed_tokens += len(row.ids)
+        limit = plan.max_request_tokens
+        if limit is not None and prepared.computed_tokens > limit:
             raise SidecarError(
                 Kind.TOO_LARGE,
-                f"the request needs {computed} tokens of model input, over the limit of {max_request_tokens} per "
-                "request (--max-request-tokens); send fewer or shorter documents",
+                f"the request needs more than {limit} tokens of model input, the limit per request "
+                "(--max-request-tokens); send fewer or shorter documents",
             )
-        first = pairs[0]
-        prefix_ids = first.ids()[:shared] if shared > len(first.head) else first.head[:shared]
-        prefix = self._make_prefix(prefix_ids, query.visuals if shared else [])
-        heads: dict[int, torch.Tensor] = {}  # positions of each distinct head object
-        rows = [self._make_row(i, pair, prefix, query, docs[pair.document], heads) for i, pair in enumerate(pairs)]
-        frames = sum(v.frames for item in processed for v in item.visuals)
-        documents, chunks = [p.document for p in pairs], [p.chunk for p in pairs]
-        return PreparedRerank(prefix, rows, video_frames=frames, documents=documents, chunks=chunks)
-
-    def _shared_length(self, pairs: list[Pair], query: ProcessedItem) -> int:
-        """Longest common prefix of the pairs, ending before any document's vision block and each
-        pair's last token (document visuals share token ids but not content)."""
-        first = pairs[0]
-        if all(pair.head is first.head for pair in pairs):
-            limit = min(len(pair.rest) for pair in pairs) - 1
-            length = 0
-            while (
-                length < limit
-                and first.rest[length] != self.vision_start_id
-                and all(pair.rest[length] == first.rest[length] for pair in pairs)
-            ):
-                length += 1
-            return len(first.head) + length
-        # Heads cut differently (a query that fills the budget): compare whole sequences.
-        sequences = [pair.ids() for pair in pairs]
-        limit = min(len(s) for s in sequences) - 1
-        n_query_blocks = sum(v.placeholder.count("<|vision_start|>") for v in query.visuals)
-        length = blocks = 0
-        while length < limit and all(s[length] == sequences[0][length] for s in sequences):
-            if sequences[0][length] == self.vision_start_id:
-                blocks += 1
-                if blocks > n_query_blocks:
-                    break
-            length += 1
-        return length
+        prepared.rows += rows
+        prepared.documents += [p.document for p in pairs]
+        prepared.chunks += [p.chunk for p in pairs]
+        prepared.video_frames += sum(v.frames for d in documents for v in d.visuals)
+        return rows
 
     def _make_prefix(self, ids: list[int], visuals: list[Visual]) -> Prefix:
         return Prefix(ids, self.positions(ids, visuals), visuals)
 
-    def _make_row(
-        self,
-        index: int,
-        pair: Pair,
-        prefix: Prefix,
-        query: ProcessedItem,
-        doc: ProcessedItem,
-        heads: dict[int, torch.Tensor],
-    ) -> PairRow:
-        """The pair's ids after the prefix, with their mRoPE positions.
+    def _make_row(self, index: int, pair: Pair, plan: RerankPlan, doc: ProcessedItem) -> PairRow:
+        """The pair's ids after the prefix (all of them if the pair does not continue it), with their
+        mRoPE positions.
 
         Positions are shift-invariant (each segment starts at the previous maximum + 1), so the
         document side's positions are computed alone and offset past the head's.
         """
-        p, head = len(prefix), pair.head
-        if 0 < p < len(head):  # heads cut differently, prefix inside them: lay the whole pair out (rare)
-            ids = pair.ids()
-            positions = self.positions(ids, query.visuals + doc.visuals)[:, p:]
-            return PairRow(index, ids[p:], positions, doc.visuals, prefix, len(pair))
+        head, query, heads = pair.head, plan.query, plan.head_positions
         if id(head) not in heads:
             heads[id(head)] = self.positions(head, query.visuals)
         offset = int(heads[id(head)].max()) + 1 if head else 0
@@ -225,52 +246,58 @@ class RerankerModel(QwenBackend):
             rest = self.positions(pair.rest, doc.visuals) + offset
         else:
             rest = torch.arange(offset, offset + len(pair.rest)).expand(3, -1)
-        if p == 0:  # no shared prefix: the row is the whole pair
-            positions = torch.cat([heads[id(head)], rest], dim=1)
-            return PairRow(index, pair.ids(), positions, query.visuals + doc.visuals, prefix, len(pair))
-        cut = p - len(head)
-        return PairRow(index, pair.rest[cut:], rest[:, cut:], doc.visuals, prefix, len(pair))
+        if head is plan.prefix_head:
+            return PairRow(index, pair.rest, rest, doc.visuals, plan.prepared.prefix, len(pair))
+        # No prefix, or a head cut differently from the prefix (a query that fills the budget beside
+        # a document with many images): the row is the whole pair.
+        positions = torch.cat([heads[id(head)], rest], dim=1)
+        return PairRow(index, pair.ids(), positions, query.visuals + doc.visuals, plan.none, len(pair))
 
     # ---- model thread ------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def forward_prefix(self, prefix: Prefix) -> None:
+    def forward_prefix(self, prefix: Prefix, cache: FeatureCache | None = None) -> None:
         """Compute and keep the prefix's keys and values."""
-        if not prefix.ids or prefix.kv is not None:
-            return
-        from transformers import DynamicCache
-
-        inputs = {k: self.to_device(v) for k, v in stack_visuals(prefix.visuals).items()}
-        out = self.base(
-            input_ids=self.to_device(torch.tensor([prefix.ids])),
-            position_ids=self.to_device(prefix.positions[:, None, :]),
-            use_cache=True,
-            **{self._cache_kwarg: DynamicCache()},
-            **inputs,
-        )
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        prefix.kv = [(k, v) for k, v in cache_layers(cache)]
+        self.forward_prefixes([prefix], cache)
 
     @torch.inference_mode()
-    def forward_rows(self, rows: list[PairRow]) -> torch.Tensor:
+    def forward_prefixes(self, prefixes: list[Prefix], cache: FeatureCache | None = None) -> None:
+        """Compute and keep the keys and values of every prefix that needs them, in one forward."""
+        from transformers import DynamicCache
+
+        todo = list({id(p): p for p in prefixes if p.ids and p.kv is None}.values())
+        if not todo:
+            return
+        ids, positions, lengths = self.padded_batch(todo)  # right-padded: causal attention keeps pads unseen
+        inputs = text_model_inputs(self, ids, [v for p in todo for v in p.visuals], cache)
+        out = self.base.language_model(
+            position_ids=self.to_device(positions), use_cache=True, **{self._cache_kwarg: DynamicCache()}, **inputs
+        )
+        layers = cache_layers(getattr(out, "cache", None) or getattr(out, "past_key_values", None))
+        for b, prefix in enumerate(todo):
+            if len(todo) == 1:
+                prefix.kv = [(k, v) for k, v in layers]
+            else:
+                n = lengths[b]
+                prefix.kv = [(k[b : b + 1, :, :n].contiguous(), v[b : b + 1, :, :n].contiguous()) for k, v in layers]
+
+    @torch.inference_mode()
+    def forward_rows(self, rows: list[PairRow], cache: FeatureCache | None = None) -> torch.Tensor:
         """Logits (logit_yes - logit_no) for rows, possibly of different requests, in one forward."""
+        order = _grouped_by_prefix(rows)
+        rows = [rows[i] for i in order]
         ids, positions, lengths = self.padded_batch(rows)
         batch, width = ids.shape
         prefix_lengths = [len(r.prefix) for r in rows]
         p_max = max(prefix_lengths)
-        kwargs = {k: self.to_device(v) for k, v in stack_visuals([v for r in rows for v in r.visuals]).items()}
-        shared = rows[0].prefix if all(r.prefix is rows[0].prefix for r in rows) else None
+        kwargs = text_model_inputs(self, ids, [v for r in rows for v in r.visuals], cache)
         context = contextlib.nullcontext()
-        if (
-            p_max
-            and shared is not None
-            and fused.prefixed_rows_supported(self.base.language_model, batch, width, p_max)
-        ):
-            # The compiled layers attend to the prefix's keys and values directly (models/fused.py).
-            context = fused.shared_prefix(shared.kv)
+        if p_max and fused.prefixed_rows_supported(self.base.language_model):
+            # The compiled layers attend to each prefix's keys and values directly (models/fused.py).
+            context = fused.prefix_groups(_prefix_groups(rows))
             kwargs["use_cache"] = False
         elif p_max:
-            kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max, shared)
+            kwargs[self._cache_kwarg] = self._batched_cache(rows, p_max)
             kwargs["use_cache"] = True
             # Rows are right-padded, so causal attention alone keeps pads out of real tokens' view; a
             # mask is needed only to hide the left padding of shorter prefixes.
@@ -280,20 +307,24 @@ class RerankerModel(QwenBackend):
                     mask[b, p_max - p : p_max + s] = 1
                 kwargs["attention_mask"] = self.to_device(mask)
         with context:
-            out = self.base(input_ids=self.to_device(ids), position_ids=self.to_device(positions), **kwargs)
-        return (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
+            out = self.base.language_model(position_ids=self.to_device(positions), **kwargs)
+        logits = (self.last_hidden(out.last_hidden_state, lengths).float() @ self.score_vector).cpu()
+        restored = torch.empty_like(logits)
+        restored[torch.tensor(order)] = logits
+        return restored
 
-    def _batched_cache(self, rows: list[PairRow], p_max: int, shared: Prefix | None):
-        """One cache for the batch: each row's prefix, left-padded to the longest (`shared`: the
-        one prefix every row continues, if there is one).
+    def _batched_cache(self, rows: list[PairRow], p_max: int):
+        """One cache for the batch: each row's prefix, left-padded to the longest.
 
         Each distinct prefix is padded once per layer and rows pick theirs with one index_select, so
         the number of kernel launches follows the number of requests in the batch, not of rows.
         """
-        if shared is not None:
-            return new_cache([(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in shared.kv])
         prefixes = [r.prefix for r in rows]
         distinct = list({id(p): p for p in prefixes}.values())
+        if len(distinct) == 1:
+            return new_cache(
+                [(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in distinct[0].kv]
+            )
         slot = {id(p): i for i, p in enumerate(distinct)}
         pick = self.to_device(torch.tensor([slot[id(p)] for p in prefixes]))
         template = next(p.kv for p in distinct if len(p))
@@ -303,6 +334,25 @@ class RerankerModel(QwenBackend):
             values = torch.cat([_left_pad(p.kv[layer][1] if len(p) else None, p_max, v0) for p in distinct])
             layers.append((keys.index_select(0, pick), values.index_select(0, pick)))
         return new_cache(layers)
+
+
+def _grouped_by_prefix(rows: list[PairRow]) -> list[int]:
+    """Row order with the rows of each prefix together (first appearance order, stable within)."""
+    group: dict[int, int] = {}
+    for row in rows:
+        group.setdefault(id(row.prefix), len(group))
+    return sorted(range(len(rows)), key=lambda i: group[id(rows[i].prefix)])
+
+
+def _prefix_groups(rows: list[PairRow]) -> list[fused.PrefixGroup]:
+    """Consecutive runs of rows continuing one prefix (rows ordered by `_grouped_by_prefix`)."""
+    groups: list[fused.PrefixGroup] = []
+    for b, row in enumerate(rows):
+        if groups and groups[-1].prefix_id == id(row.prefix):
+            groups[-1].end = b + 1
+        else:
+            groups.append(fused.PrefixGroup(row.prefix.kv if len(row.prefix) else None, b, b + 1, id(row.prefix)))
+    return groups
 
 
 def _labels(request: RerankInput) -> list[str]:

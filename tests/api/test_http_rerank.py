@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
+
 from tests.api.conftest import IMAGE, IMAGE_BASE64, IMAGE_DATA_URI
 
 QUERY = "a red bicycle"
@@ -24,6 +26,12 @@ DOCS = [
 def f32(value: float) -> float:
     """`value` rounded to float32, as the gRPC face sends scores."""
     return struct.unpack("f", struct.pack("f", value))[0]
+
+
+def same(scores: dict) -> object:
+    """Scores as another face's call got them, up to float rounding: which documents share a forward,
+    and whether a picture's features come from the feature cache, varies from call to call."""
+    return pytest.approx(scores, abs=1e-6)
 
 
 async def grpc_scores(grpc_client, query, documents) -> dict[int, tuple[float, float]]:
@@ -64,13 +72,13 @@ async def test_text_scores_equal_grpc_on_every_route(http, grpc_client):
     expected = await grpc_scores(grpc_client, QUERY, DOCS)
     for route in ("/v2/rerank", "/v1/rerank"):
         reply = await http.post(route, {"query": QUERY, "documents": DOCS})
-        assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == {
-            i: score for i, (score, _) in expected.items()
-        }, route
+        assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == same(
+            {i: score for i, (score, _) in expected.items()}
+        ), route
     tei = await http.post("/rerank", {"query": QUERY, "texts": DOCS})
-    assert {r["index"]: f32(r["score"]) for r in tei.json} == {i: score for i, (score, _) in expected.items()}
+    assert {r["index"]: f32(r["score"]) for r in tei.json} == same({i: score for i, (score, _) in expected.items()})
     raw = await http.post("/rerank", {"query": QUERY, "texts": DOCS, "raw_scores": True})
-    assert {r["index"]: f32(r["score"]) for r in raw.json} == {i: logit for i, (_, logit) in expected.items()}
+    assert {r["index"]: f32(r["score"]) for r in raw.json} == same({i: logit for i, (_, logit) in expected.items()})
 
 
 async def test_document_objects_score_as_strings(http):
@@ -120,7 +128,9 @@ async def test_jina_images_score_as_grpc(http, grpc_client):
             "plain text",
         ],
     )
-    assert {r["index"]: f32(r["relevance_score"]) for r in body["results"]} == {i: s for i, (s, _) in expected.items()}
+    assert {r["index"]: f32(r["relevance_score"]) for r in body["results"]} == same(
+        {i: s for i, (s, _) in expected.items()}
+    )
 
 
 async def test_jina_image_query_scores_as_grpc(http, grpc_client):
@@ -128,9 +138,9 @@ async def test_jina_image_query_scores_as_grpc(http, grpc_client):
     reply = await http.post("/v1/rerank", {"query": query, "documents": DOCS, "return_documents": False})
     assert all("document" not in r for r in reply.json["results"])
     expected = await grpc_scores(grpc_client, {"text": "what is this", "images": [IMAGE_DATA_URI]}, DOCS)
-    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == {
-        i: s for i, (s, _) in expected.items()
-    }
+    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == same(
+        {i: s for i, (s, _) in expected.items()}
+    )
 
 
 async def test_tei_round_trip(http):
@@ -164,9 +174,9 @@ async def test_instruction_extension_matches_grpc(http, grpc_client):
     reply = await http.post("/v2/rerank", {"query": QUERY, "documents": DOCS, "instruction": instruction})
     default = await http.post("/v2/rerank", {"query": QUERY, "documents": DOCS})
     response = await grpc_client.rerank(QUERY, DOCS, instruction=instruction)
-    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == {
-        r.index: r.score for r in response.results
-    }
+    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == same(
+        {r.index: r.score for r in response.results}
+    )
     assert reply.json["results"] != default.json["results"]
 
 

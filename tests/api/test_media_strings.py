@@ -13,7 +13,7 @@ from sidecar.api.dialects.tei import parse_tei
 from sidecar.errors import Kind, SidecarError
 from sidecar.types import ItemInput, MediaRef
 from tests.api.conftest import IMAGE, IMAGE_BASE64, IMAGE_DATA_URI
-from tests.api.test_http_rerank import QUERY, f32
+from tests.api.test_http_rerank import QUERY, f32, same
 
 # ---- parse_media_string ----------------------------------------------------------------------
 
@@ -133,17 +133,17 @@ async def test_media_strings_score_as_grpc_images(http, grpc_client):
     )
     want = {r.index: r.score for r in expected.results}
     cohere = await http.post("/v2/rerank", {"query": QUERY, "documents": documents, "return_documents": True})
-    assert {r["index"]: f32(r["relevance_score"]) for r in cohere.json["results"]} == want
+    assert {r["index"]: f32(r["relevance_score"]) for r in cohere.json["results"]} == same(want)
     assert {r["index"]: r["document"]["text"] for r in cohere.json["results"]} == dict(enumerate(documents))
     tei = await http.post("/rerank", {"query": QUERY, "texts": documents})
-    assert {r["index"]: f32(r["score"]) for r in tei.json} == want
+    assert {r["index"]: f32(r["score"]) for r in tei.json} == same(want)
 
 
 async def test_media_string_query_scores_as_grpc_image_query(http, grpc_client):
     query = json.dumps({"text": "what is this", "image": "red.png"})
     expected = await grpc_client.rerank({"text": "what is this", "images": ["red.png"]}, ["a bicycle", "a cat"])
     reply = await http.post("/rerank", {"query": query, "texts": ["a bicycle", "a cat"]})
-    assert {r["index"]: f32(r["score"]) for r in reply.json} == {r.index: r.score for r in expected.results}
+    assert {r["index"]: f32(r["score"]) for r in reply.json} == same({r.index: r.score for r in expected.results})
 
 
 async def test_plain_and_disabled_strings_score_as_text(http, grpc_client):
@@ -152,9 +152,9 @@ async def test_plain_and_disabled_strings_score_as_text(http, grpc_client):
     documents = ["http://127.0.0.1:9/bike.png", media_string]
     expected = await grpc_client.rerank(QUERY, documents)  # gRPC: strings are always text
     reply = await http.post("/v2/rerank", {"query": QUERY, "documents": documents, "media_in_strings": False})
-    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == {
-        r.index: r.score for r in expected.results
-    }
+    assert {r["index"]: f32(r["relevance_score"]) for r in reply.json["results"]} == same(
+        {r.index: r.score for r in expected.results}
+    )
     enabled = await http.post("/v2/rerank", {"query": QUERY, "documents": documents})
     assert enabled.json["results"] != reply.json["results"]
 

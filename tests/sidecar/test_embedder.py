@@ -92,3 +92,16 @@ def test_engine_embeds_through_the_scheduler_in_order(embedder):
         assert engine.batches_run >= 2  # the small budget forced several micro-batches
     finally:
         engine.close()
+
+
+def test_embedding_a_picture_again_uses_the_feature_cache(embedder):
+    """The embedding model keeps its own document feature cache: same vectors, nothing decoded."""
+    inputs = (engine_item(text="a", images=[IMG_A]), engine_item(images=[IMG_B]), engine_item(text="text only"))
+    engine = Engine(Settings(), embedder=embedder)
+    try:
+        cold = asyncio.run(engine.embed(inputs))
+        warm = asyncio.run(engine.embed(inputs))
+    finally:
+        engine.close()
+    assert (cold.timings.feature_cache_misses, warm.timings.feature_cache_hits, warm.timings.images) == (2, 2, 0)
+    assert torch.allclose(cold.vectors, warm.vectors, atol=1e-5)

@@ -12,8 +12,9 @@ from sidecar.models import fused
 from sidecar.scheduler import Engine
 from sidecar.server import load_engine
 from sidecar.settings import Settings
-from sidecar.types import ItemInput, MediaRef, RerankInput
-from tests.sidecar.test_parity import IMG_A, IMG_B
+from sidecar.types import ItemInput, MediaRef, RerankInput, VideoRef
+from tests.conftest import png_bytes
+from tests.sidecar.test_parity import FRAMES, IMG_A, IMG_B
 from tests.sidecar.test_scheduler import IMAGE_QUERY, QUERY, documents
 
 REQUESTS = [
@@ -48,7 +49,7 @@ def fused_reranker(reranker):
     reason = reranker.compile_layers()
     assert reason is None, reason
     yield reranker
-    fused.unfuse_decoder_layers(reranker.base.language_model)
+    reranker.uncompile_layers()
 
 
 @pytest.mark.parametrize("prefix_reuse", [True, False], ids=["prefix-reuse", "no-prefix-reuse"])
@@ -85,11 +86,11 @@ def test_the_compiled_path_is_really_taken(fused_reranker, monkeypatch):
 
 
 def test_unfuse_restores_transformers_layers(reranker):
-    text_model = reranker.base.language_model
+    layers, blocks = reranker.base.language_model.layers, reranker.base.visual.blocks
     assert reranker.compile_layers() is None
-    assert all("forward" in vars(layer) for layer in text_model.layers)
-    fused.unfuse_decoder_layers(text_model)
-    assert not any("forward" in vars(layer) for layer in text_model.layers)
+    assert all("forward" in vars(layer) for layer in [*layers, *blocks])
+    reranker.uncompile_layers()
+    assert not any("forward" in vars(layer) for layer in [*layers, *blocks])
 
 
 def test_unsupported_layers_stay_eager_with_a_reason(reranker):
@@ -127,7 +128,7 @@ def test_server_with_compiled_layers_serves_the_same_scores(tiny_model_dir, rera
         got = asyncio.run(engine.rerank(request)).logits
     finally:
         engine.close()
-        fused.unfuse_decoder_layers(engine.reranker.base.language_model)
+        engine.reranker.uncompile_layers()
     want = all_logits(reranker)[1]
     assert got == pytest.approx(want, abs=1e-5)
 
@@ -156,3 +157,70 @@ def test_a_compiled_graph_failing_later_falls_back_to_eager_and_keeps_serving(fu
     fused.set_enabled(True)
     for got, want in zip(served, eager, strict=True):
         assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_a_batch_mixing_prefixes_keeps_the_compiled_layout_per_prefix_group(fused_reranker, monkeypatch):
+    """Rows of two requests (several rows each), of a third (one row) and of a request without a
+    prefix in one forward: each group attends to its own prefix, with no new compilation."""
+    from torch._dynamo.utils import counters
+
+    from sidecar.media import MediaPolicy, MediaResolver
+
+    def prepared(request: RerankInput, reuse: bool = True):
+        out = fused_reranker.prepare(request, MediaResolver(MediaPolicy()), reuse_prefix=reuse)
+        fused_reranker.forward_prefix(out.prefix)
+        return out.rows
+
+    a = prepared(REQUESTS[2])[:3]
+    b = prepared(REQUESTS[4])  # an image query; an image-only and an empty document
+    c = prepared(REQUESTS[3])[:1]
+    d = prepared(RerankInput(ItemInput(text="no prefix"), documents(2, seed=8)), reuse=False)
+    rows = [a[0], b[0], d[0], a[1], c[0], b[1], a[2], d[1]]  # interleaved: the forward groups them
+    compiled = fused._compiled()
+    calls: list[int] = []
+    original = compiled.before_prefixed
+    monkeypatch.setattr(compiled, "before_prefixed", lambda *args: calls.append(1) or original(*args))
+    graphs = counters["stats"]["unique_graphs"]
+    mixed = fused_reranker.forward_rows(rows).tolist()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert len(calls) == 2 * len(fused_reranker.base.language_model.layers)  # groups a and b, every layer
+    fused.set_enabled(False)
+    try:
+        eager = fused_reranker.forward_rows(rows).tolist()
+    finally:
+        fused.set_enabled(True)
+    alone = [fused_reranker.forward_rows(group).tolist() for group in (a, b, c, d)]
+    expected = [alone[0][0], alone[1][0], alone[3][0], alone[0][1], alone[2][0], alone[1][1], alone[0][2], alone[3][1]]
+    assert mixed == pytest.approx(eager, abs=1e-5)
+    assert mixed == pytest.approx(expected, abs=1e-5)
+
+
+def test_compiled_vision_blocks_encode_pictures_like_eager_ones(fused_reranker, monkeypatch):
+    """Pictures of one size and of several sizes, video frames and a cache of none: the compiled vision
+    blocks (attention once per run of equal pictures) give eager's scores, with no new compilation."""
+    from torch._dynamo.utils import counters
+
+    from sidecar.models import fused_vision
+
+    sizes = [(64, 64), (64, 64), (64, 64), (96, 64), (64, 64), (32, 160)]
+    documents_ = tuple(
+        ItemInput(text=f"p{i}", images=(MediaRef(data=png_bytes(w, h, seed=70 + i)),)) for i, (w, h) in enumerate(sizes)
+    ) + (ItemInput(videos=(VideoRef(frames=tuple(MediaRef(data=f) for f in FRAMES[:4])),)),)
+    request = RerankInput(ItemInput(text="which", images=(MediaRef(data=IMG_B),)), documents_)
+    settings = dict(max_batch_tokens=4096, feature_cache_mb=0, feature_cache_host_mb=0)
+    runs: list[int] = []
+    original = fused_vision.equal_runs
+    monkeypatch.setattr(fused_vision, "equal_runs", lambda cu: runs.append(len(original(cu))) or original(cu))
+    graphs = counters["stats"]["unique_graphs"]
+    engine = Engine(Settings(**settings), fused_reranker)
+    try:
+        compiled = asyncio.run(engine.rerank(request)).logits
+        assert counters["stats"]["unique_graphs"] == graphs
+        assert runs and max(runs) >= 2 and min(runs) < len(sizes)  # equal pictures attended together
+        fused.set_enabled(False)
+        eager = asyncio.run(engine.rerank(request)).logits
+    finally:
+        fused.set_enabled(True)
+        engine.close()
+    assert max(eager) - min(eager) > 100 * 1e-5
+    assert compiled == pytest.approx(eager, abs=1e-5)

@@ -50,8 +50,10 @@ def test_rerank_results_are_ranked_and_complete(client):
         )
     by_index = {r.index: r for r in full.results}
     assert by_index[1].id == "b"
-    assert response.model and response.usage.input_tokens > 0 and response.usage.images == 1
+    assert response.model and response.usage.input_tokens > 0
+    assert response.usage.images + response.usage.feature_cache_hits == 1  # decoded, or known from an earlier call
     assert response.usage.computed_tokens < response.usage.input_tokens  # prefix computed once
+    assert (full.usage.images, full.usage.feature_cache_hits, full.usage.feature_cache_misses) == (0, 1, 0)
 
 
 def test_server_scores_equal_in_process_model(client, reranker):
@@ -87,7 +89,10 @@ def test_async_client_gives_the_same_results(server, client):
             return await aclient.rerank("red bicycle", DOCS), await aclient.model_info()
 
     response, info = asyncio.run(main())
-    assert [(r.index, r.logit) for r in response.results] == [(r.index, r.logit) for r in sync.results]
+    # Equal up to float rounding: which rows share a forward depends on when each document was ready.
+    assert {r.index: r.logit for r in response.results} == pytest.approx(
+        {r.index: r.logit for r in sync.results}, abs=1e-5
+    )
     assert info.models[0].kind == "reranker" and info.max_documents == 60
 
 

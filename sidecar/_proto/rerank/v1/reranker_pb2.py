@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rerank/v1/reranker.proto\x12\trerank.v1\"0\n\x05Media\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"C\n\x05Video\x12 \n\x06\x66rames\x18\x01 \x03(\x0b\x32\x10.rerank.v1.Media\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\"d\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12 \n\x06images\x18\x03 \x03(\x0b\x32\x10.rerank.v1.Media\x12 \n\x06videos\x18\x04 \x03(\x0b\x32\x10.rerank.v1.Video\"\xf6\x01\n\rRerankRequest\x12\x1e\n\x05query\x18\x01 \x01(\x0b\x32\x0f.rerank.v1.Item\x12\"\n\tdocuments\x18\x02 \x03(\x0b\x32\x0f.rerank.v1.Item\x12\x13\n\x0binstruction\x18\x03 \x01(\t\x12\r\n\x05top_n\x18\x04 \x01(\r\x12\x18\n\x10return_documents\x18\x05 \x01(\x08\x12\x30\n\x0elong_documents\x18\x06 \x01(\x0e\x32\x18.rerank.v1.LongDocuments\x12\x1a\n\x12max_tokens_per_doc\x18\x07 \x01(\r\x12\x15\n\rchunk_overlap\x18\x08 \x01(\r\"A\n\x05\x43hunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\"\x8b\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05logit\x18\x04 \x01(\x02\x12!\n\x08\x64ocument\x18\x05 \x01(\x0b\x32\x0f.rerank.v1.Item\x12\x1f\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x10.rerank.v1.Chunk\"\x9e\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x0e\n\x06images\x18\x02 \x01(\r\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x18\n\x10preprocessing_ms\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x02\x12\x14\n\x0cvideo_frames\x18\x06 \x01(\r\x12\x17\n\x0f\x63omputed_tokens\x18\x07 \x01(\r\"j\n\x0eRerankResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.rerank.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.rerank.v1.Usage\"X\n\x0c\x45mbedRequest\x12\x1f\n\x06inputs\x18\x01 \x03(\x0b\x32\x0f.rerank.v1.Item\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"i\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.rerank.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.rerank.v1.Usage\"\x15\n\x13GetModelInfoRequest\"\x80\x01\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x07 \x01(\t\"\xa4\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06models\x18\x02 \x03(\x0b\x32\x16.rerank.v1.LoadedModel\x12\x15\n\rmax_documents\x18\x03 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\x12\x14\n\x0cprefix_reuse\x18\x06 \x01(\x08*F\n\rLongDocuments\x12\x1b\n\x17LONG_DOCUMENTS_TRUNCATE\x10\x00\x12\x18\n\x14LONG_DOCUMENTS_CHUNK\x10\x01\x32\xcb\x01\n\x08Reranker\x12=\n\x06Rerank\x12\x18.rerank.v1.RerankRequest\x1a\x19.rerank.v1.RerankResponse\x12:\n\x05\x45mbed\x12\x17.rerank.v1.EmbedRequest\x1a\x18.rerank.v1.EmbedResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.rerank.v1.GetModelInfoRequest\x1a\x14.rerank.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18rerank/v1/reranker.proto\x12\trerank.v1\"0\n\x05Media\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\r\n\x03uri\x18\x02 \x01(\tH\x00\x42\x08\n\x06source\"C\n\x05Video\x12 \n\x06\x66rames\x18\x01 \x03(\x0b\x32\x10.rerank.v1.Media\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x02\"d\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12 \n\x06images\x18\x03 \x03(\x0b\x32\x10.rerank.v1.Media\x12 \n\x06videos\x18\x04 \x03(\x0b\x32\x10.rerank.v1.Video\"\xf6\x01\n\rRerankRequest\x12\x1e\n\x05query\x18\x01 \x01(\x0b\x32\x0f.rerank.v1.Item\x12\"\n\tdocuments\x18\x02 \x03(\x0b\x32\x0f.rerank.v1.Item\x12\x13\n\x0binstruction\x18\x03 \x01(\t\x12\r\n\x05top_n\x18\x04 \x01(\r\x12\x18\n\x10return_documents\x18\x05 \x01(\x08\x12\x30\n\x0elong_documents\x18\x06 \x01(\x0e\x32\x18.rerank.v1.LongDocuments\x12\x1a\n\x12max_tokens_per_doc\x18\x07 \x01(\r\x12\x15\n\rchunk_overlap\x18\x08 \x01(\r\"A\n\x05\x43hunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\"\x8b\x01\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05logit\x18\x04 \x01(\x02\x12!\n\x08\x64ocument\x18\x05 \x01(\x0b\x32\x0f.rerank.v1.Item\x12\x1f\n\x05\x63hunk\x18\x06 \x01(\x0b\x32\x10.rerank.v1.Chunk\"\xd8\x01\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x0e\n\x06images\x18\x02 \x01(\r\x12\x10\n\x08queue_ms\x18\x03 \x01(\x02\x12\x18\n\x10preprocessing_ms\x18\x04 \x01(\x02\x12\x14\n\x0cinference_ms\x18\x05 \x01(\x02\x12\x14\n\x0cvideo_frames\x18\x06 \x01(\r\x12\x17\n\x0f\x63omputed_tokens\x18\x07 \x01(\r\x12\x1a\n\x12\x66\x65\x61ture_cache_hits\x18\x08 \x01(\r\x12\x1c\n\x14\x66\x65\x61ture_cache_misses\x18\t \x01(\r\"j\n\x0eRerankResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.rerank.v1.RerankResult\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.rerank.v1.Usage\"X\n\x0c\x45mbedRequest\x12\x1f\n\x06inputs\x18\x01 \x03(\x0b\x32\x0f.rerank.v1.Item\x12\x13\n\x0binstruction\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\r\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"i\n\rEmbedResponse\x12(\n\nembeddings\x18\x01 \x03(\x0b\x32\x14.rerank.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05usage\x18\x03 \x01(\x0b\x32\x10.rerank.v1.Usage\"\x15\n\x13GetModelInfoRequest\"\x80\x01\n\x0bLoadedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\r\n\x05\x64type\x18\x05 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x07 \x01(\t\"\xa4\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12&\n\x06models\x18\x02 \x03(\x0b\x32\x16.rerank.v1.LoadedModel\x12\x15\n\rmax_documents\x18\x03 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x04 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\r\x12\x14\n\x0cprefix_reuse\x18\x06 \x01(\x08*F\n\rLongDocuments\x12\x1b\n\x17LONG_DOCUMENTS_TRUNCATE\x10\x00\x12\x18\n\x14LONG_DOCUMENTS_CHUNK\x10\x01\x32\xcb\x01\n\x08Reranker\x12=\n\x06Rerank\x12\x18.rerank.v1.RerankRequest\x1a\x19.rerank.v1.RerankResponse\x12:\n\x05\x45mbed\x12\x17.rerank.v1.EmbedRequest\x1a\x18.rerank.v1.EmbedResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.rerank.v1.GetModelInfoRequest\x1a\x14.rerank.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rerank.v1.reranker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LONGDOCUMENTS']._serialized_start=1534
-  _globals['_LONGDOCUMENTS']._serialized_end=1604
+  _globals['_LONGDOCUMENTS']._serialized_start=1592
+  _globals['_LONGDOCUMENTS']._serialized_end=1662
   _globals['_MEDIA']._serialized_start=39
   _globals['_MEDIA']._serialized_end=87
   _globals['_VIDEO']._serialized_start=89
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RERANKRESULT']._serialized_start=577
   _globals['_RERANKRESULT']._serialized_end=716
   _globals['_USAGE']._serialized_start=719
-  _globals['_USAGE']._serialized_end=877
-  _globals['_RERANKRESPONSE']._serialized_start=879
-  _globals['_RERANKRESPONSE']._serialized_end=985
-  _globals['_EMBEDREQUEST']._serialized_start=987
-  _globals['_EMBEDREQUEST']._serialized_end=1075
-  _globals['_EMBEDDING']._serialized_start=1077
-  _globals['_EMBEDDING']._serialized_end=1104
-  _globals['_EMBEDRESPONSE']._serialized_start=1106
-  _globals['_EMBEDRESPONSE']._serialized_end=1211
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1213
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1234
-  _globals['_LOADEDMODEL']._serialized_start=1237
-  _globals['_LOADEDMODEL']._serialized_end=1365
-  _globals['_MODELINFO']._serialized_start=1368
-  _globals['_MODELINFO']._serialized_end=1532
-  _globals['_RERANKER']._serialized_start=1607
-  _globals['_RERANKER']._serialized_end=1810
+  _globals['_USAGE']._serialized_end=935
+  _globals['_RERANKRESPONSE']._serialized_start=937
+  _globals['_RERANKRESPONSE']._serialized_end=1043
+  _globals['_EMBEDREQUEST']._serialized_start=1045
+  _globals['_EMBEDREQUEST']._serialized_end=1133
+  _globals['_EMBEDDING']._serialized_start=1135
+  _globals['_EMBEDDING']._serialized_end=1162
+  _globals['_EMBEDRESPONSE']._serialized_start=1164
+  _globals['_EMBEDRESPONSE']._serialized_end=1269
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1271
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1292
+  _globals['_LOADEDMODEL']._serialized_start=1295
+  _globals['_LOADEDMODEL']._serialized_end=1423
+  _globals['_MODELINFO']._serialized_start=1426
+  _globals['_MODELINFO']._serialized_end=1590
+  _globals['_RERANKER']._serialized_start=1665
+  _globals['_RERANKER']._serialized_end=1868
 # @@protoc_insertion_point(module_scope)

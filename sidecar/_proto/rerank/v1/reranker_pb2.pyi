@@ -93,7 +93,7 @@ class RerankResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., id: _Optional[str] = ..., score: _Optional[float] = ..., logit: _Optional[float] = ..., document: _Optional[_Union[Item, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "images", "queue_ms", "preprocessing_ms", "inference_ms", "video_frames", "computed_tokens")
+    __slots__ = ("input_tokens", "images", "queue_ms", "preprocessing_ms", "inference_ms", "video_frames", "computed_tokens", "feature_cache_hits", "feature_cache_misses")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,8 @@ class Usage(_message.Message):
     INFERENCE_MS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_FRAMES_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_CACHE_MISSES_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     images: int
     queue_ms: float
@@ -108,7 +110,9 @@ class Usage(_message.Message):
     inference_ms: float
     video_frames: int
     computed_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., images: _Optional[int] = ..., queue_ms: _Optional[float] = ..., preprocessing_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., video_frames: _Optional[int] = ..., computed_tokens: _Optional[int] = ...) -> None: ...
+    feature_cache_hits: int
+    feature_cache_misses: int
+    def __init__(self, input_tokens: _Optional[int] = ..., images: _Optional[int] = ..., queue_ms: _Optional[float] = ..., preprocessing_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., video_frames: _Optional[int] = ..., computed_tokens: _Optional[int] = ..., feature_cache_hits: _Optional[int] = ..., feature_cache_misses: _Optional[int] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
     __slots__ = ("results", "model", "usage")
