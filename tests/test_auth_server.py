@@ -96,12 +96,12 @@ def test_both_faces_and_every_dialect_before_rotation(keyed):
 def test_the_cohere_sdk_reaches_the_sidecar_with_its_api_key(keyed):
     import cohere
 
-    v2 = cohere.ClientV2(api_key=FILE_KEY, base_url=keyed.http_url, timeout=60, max_retries=0)
+    v2 = cohere.ClientV2(api_key=FILE_KEY, base_url=keyed.http_url, timeout=60)
     response = v2.rerank(model="rerank-v3.5", query="red bike", documents=["a red bicycle", "a car"], top_n=1)
     assert len(response.results) == 1 and 0 < response.results[0].relevance_score < 1
-    v1 = cohere.Client(api_key=FILE_KEY, base_url=keyed.http_url, timeout=60, max_retries=0)
+    v1 = cohere.Client(api_key=FILE_KEY, base_url=keyed.http_url, timeout=60)
     assert len(v1.rerank(query="red bike", documents=["a red bicycle", "a car"]).results) == 2
-    wrong = cohere.ClientV2(api_key=WRONG_KEY, base_url=keyed.http_url, timeout=60, max_retries=0)
+    wrong = cohere.ClientV2(api_key=WRONG_KEY, base_url=keyed.http_url, timeout=60)
     with pytest.raises(cohere.errors.UnauthorizedError) as refused:
         wrong.rerank(model="rerank-v3.5", query="red bike", documents=["a car"])
     assert refused.value.body["error"]["code"] == "unauthenticated"

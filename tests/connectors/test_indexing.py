@@ -123,4 +123,5 @@ def test_rerank_requests_are_split_at_the_sidecars_max_documents(qdrant_local, s
     for chunk in (hits[:60], hits[60:]):
         response = sidecar.rerank("shoes", [{"id": str(h.id), "text": h.text} for h in chunk])
         direct.update({int(r.id): r.logit for r in response.results})
-    assert all(r.rerank_logit == pytest.approx(direct[r.id], abs=1e-6) for r in results)
+    # Within fp32 rounding: streamed preparation lets batch make-up differ between the two calls.
+    assert {r.id: r.rerank_logit for r in results} == pytest.approx(direct, abs=1e-5)
