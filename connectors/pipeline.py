@@ -31,7 +31,7 @@ import grpc
 
 from connectors.base import Connector, Hit, SearchMode
 from connectors.errors import SidecarCallError, sidecar_error
-from sidecar.client import AsyncRerankerClient, RerankerClient, to_item
+from sidecar.client import AsyncRerankerClient, LongDocuments, RerankerClient, to_item
 
 log = logging.getLogger("connectors")
 
@@ -56,6 +56,8 @@ class RerankedHit:
         rank: 1-based final position.
         reranked: False when the sidecar failed and `on_rerank_failure="first_stage"` kept the
             engine's order.
+        chunk_span: with `long_documents="chunk"`, the `[start, end)` span of `text` (code
+            points) whose window gave the score: the passage that matched. None otherwise.
     """
 
     id: str | int
@@ -68,6 +70,7 @@ class RerankedHit:
     rerank_logit: float | None
     rank: int
     reranked: bool
+    chunk_span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,9 @@ def search_and_rerank(
     mode: SearchMode = "dense",
     filter: Any = None,
     instruction: str | None = None,
+    long_documents: LongDocuments = "truncate",
+    max_tokens_per_doc: int = 0,
+    chunk_overlap: int = 0,
     rerank_client: RerankerClient,
     embed_client: RerankerClient | None = None,
     query_vector: Sequence[float] | None = None,
@@ -130,6 +136,10 @@ def search_and_rerank(
             "hybrid" (both fused by the engine; needs query text).
         filter: engine-native filter passed through (Qdrant Filter/dict, Milvus expression).
         instruction: reranker instruction (default: the model's).
+        long_documents: "truncate" (the reference rule) or "chunk": long texts are scored in
+            overlapping windows and each hit keeps its best window's score and `chunk_span`.
+        max_tokens_per_doc: text tokens per document (or per window when chunking); 0 = what fits.
+        chunk_overlap: tokens consecutive windows share when chunking (0 = an eighth of a window).
         rerank_client: `sidecar.client.RerankerClient` of the reranking sidecar.
         embed_client: client for the Embed RPC; default `rerank_client`.
         query_vector: skip Embed and use this vector for dense/hybrid.
@@ -157,13 +167,18 @@ def search_and_rerank(
     if not hits:
         return []
     documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
+    options = {
+        "long_documents": long_documents,
+        "max_tokens_per_doc": max_tokens_per_doc,
+        "chunk_overlap": chunk_overlap,
+    }
     try:
         limit = _max_documents.get(rerank_client) or _remember_limit(rerank_client, rerank_client.model_info(timeout))
         scored = []
         for start in range(0, len(documents), limit):
-            chunk = documents[start : start + limit]
-            response = rerank_client.rerank(query_item, chunk, instruction=instruction, timeout=timeout)
-            scored += [(start + r.index, r.score, r.logit) for r in response.results]
+            batch = documents[start : start + limit]
+            response = rerank_client.rerank(query_item, batch, instruction=instruction, timeout=timeout, **options)
+            scored += _scored(response, start)
     except grpc.RpcError as exc:
         error = sidecar_error(exc, rerank_client.target, "rerank")
         if on_rerank_failure == "raise":
@@ -181,6 +196,9 @@ async def asearch_and_rerank(
     mode: SearchMode = "dense",
     filter: Any = None,
     instruction: str | None = None,
+    long_documents: LongDocuments = "truncate",
+    max_tokens_per_doc: int = 0,
+    chunk_overlap: int = 0,
     rerank_client: AsyncRerankerClient,
     embed_client: AsyncRerankerClient | None = None,
     query_vector: Sequence[float] | None = None,
@@ -206,15 +224,22 @@ async def asearch_and_rerank(
     if not hits:
         return []
     documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
+    options = {
+        "long_documents": long_documents,
+        "max_tokens_per_doc": max_tokens_per_doc,
+        "chunk_overlap": chunk_overlap,
+    }
     try:
         limit = _max_documents.get(rerank_client) or _remember_limit(
             rerank_client, await rerank_client.model_info(timeout)
         )
         scored = []
         for start in range(0, len(documents), limit):
-            chunk = documents[start : start + limit]
-            response = await rerank_client.rerank(query_item, chunk, instruction=instruction, timeout=timeout)
-            scored += [(start + r.index, r.score, r.logit) for r in response.results]
+            batch = documents[start : start + limit]
+            response = await rerank_client.rerank(
+                query_item, batch, instruction=instruction, timeout=timeout, **options
+            )
+            scored += _scored(response, start)
     except grpc.RpcError as exc:
         error = sidecar_error(exc, rerank_client.target, "rerank")
         if on_rerank_failure == "raise":
@@ -257,12 +282,23 @@ def _documents(connector: Connector, hits: list[Hit]) -> list[dict[str, Any]]:
     return [{"id": str(h.id), "text": h.text, "images": mapping.image_uris(h.image_refs)} for h in hits]
 
 
-def _combine(hits: list[Hit], scored: list[tuple[int, float, float]], top_n: int | None) -> list[RerankedHit]:
+Scored = tuple[int, float, float, "tuple[int, int] | None"]  # hit index, score, logit, chunk span
+
+
+def _scored(response: Any, start: int) -> list[Scored]:
+    """One request's results, with hit indexes counted from `start` (the request's first hit)."""
+    return [
+        (start + r.index, r.score, r.logit, (r.chunk.start, r.chunk.end) if r.HasField("chunk") else None)
+        for r in response.results
+    ]
+
+
+def _combine(hits: list[Hit], scored: list[Scored], top_n: int | None) -> list[RerankedHit]:
     """Order by logit, best first; ties keep first-stage order (as the sidecar orders one request)."""
     scored.sort(key=lambda s: (-s[2], s[0]))
     results = []
-    for position, (index, score, logit) in enumerate(scored[:top_n] if top_n else scored, start=1):
-        results.append(_result(hits[index], position, score, logit))
+    for position, (index, score, logit, span) in enumerate(scored[:top_n] if top_n else scored, start=1):
+        results.append(_result(hits[index], position, score, logit, span))
     return results
 
 
@@ -272,7 +308,9 @@ def _fallback(hits: list[Hit], top_n: int | None, error: SidecarCallError) -> li
     return [_result(h, position, None, None) for position, h in enumerate(kept, start=1)]
 
 
-def _result(hit: Hit, rank: int, score: float | None, logit: float | None) -> RerankedHit:
+def _result(
+    hit: Hit, rank: int, score: float | None, logit: float | None, span: tuple[int, int] | None = None
+) -> RerankedHit:
     return RerankedHit(
         id=hit.id,
         fields=hit.fields,
@@ -284,4 +322,5 @@ def _result(hit: Hit, rank: int, score: float | None, logit: float | None) -> Re
         rerank_logit=None if logit is None else float(logit),
         rank=rank,
         reranked=score is not None,
+        chunk_span=span,
     )

@@ -28,7 +28,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,6 +38,7 @@ from sidecar._proto.rerank.v1 import reranker_pb2_grpc as pb_grpc
 from sidecar.channel import ChannelSpec, PemLike, channel_spec, diagnose
 
 ItemLike = str | bytes | Path | dict | pb.Item
+LongDocuments = Literal["truncate", "chunk"]
 MediaLike = str | bytes | Path | pb.Media
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -84,15 +85,30 @@ def _to_video(value: Any) -> pb.Video:
     return pb.Video(frames=[to_media(f) for f in value])
 
 
+LONG_DOCUMENTS = {"truncate": pb.LONG_DOCUMENTS_TRUNCATE, "chunk": pb.LONG_DOCUMENTS_CHUNK}
+
+
 def rerank_request(
-    query: ItemLike, documents: Iterable[ItemLike], instruction: str | None, top_n: int, return_documents: bool
+    query: ItemLike,
+    documents: Iterable[ItemLike],
+    instruction: str | None,
+    top_n: int,
+    return_documents: bool,
+    long_documents: str = "truncate",
+    max_tokens_per_doc: int = 0,
+    chunk_overlap: int = 0,
 ) -> pb.RerankRequest:
+    if long_documents not in LONG_DOCUMENTS:
+        raise ValueError(f"long_documents must be 'truncate' or 'chunk', not {long_documents!r}")
     return pb.RerankRequest(
         query=to_item(query),
         documents=[to_item(d) for d in documents],
         instruction=instruction or "",
         top_n=top_n,
         return_documents=return_documents,
+        long_documents=LONG_DOCUMENTS[long_documents],
+        max_tokens_per_doc=max_tokens_per_doc,
+        chunk_overlap=chunk_overlap,
     )
 
 
@@ -171,10 +187,30 @@ class RerankerClient(_ClientBase):
         instruction: str | None = None,
         top_n: int = 0,
         return_documents: bool = False,
+        long_documents: LongDocuments = "truncate",
+        max_tokens_per_doc: int = 0,
+        chunk_overlap: int = 0,
         timeout: float | None = None,
     ) -> pb.RerankResponse:
-        """Score `documents` against `query`; results come back best first."""
-        request = rerank_request(query, documents, instruction, top_n, return_documents)
+        """Score `documents` against `query`; results come back best first.
+
+        Args:
+            query, documents: text, an image (bytes or Path), a dict {id?, text?, images?, videos?},
+                or a `pb.Item`.
+            instruction: the reranker's task instruction (default: the model's).
+            top_n: results returned (0: all).
+            return_documents: copy each document into its result.
+            long_documents: "truncate" (the reference rule: text past the model's length is cut) or
+                "chunk": each document's text is scored in overlapping windows and keeps its best
+                window's score; `result.chunk` says which window (its span of the text).
+            max_tokens_per_doc: text tokens per document ("truncate") or per window ("chunk");
+                0 = what fits beside the query.
+            chunk_overlap: tokens consecutive windows share ("chunk" only; 0 = an eighth of the window).
+            timeout: deadline, seconds (default: the client's).
+        """
+        request = rerank_request(
+            query, documents, instruction, top_n, return_documents, long_documents, max_tokens_per_doc, chunk_overlap
+        )
         return self._call(self._stub.Rerank, request, timeout)
 
     def embed(
@@ -235,9 +271,14 @@ class AsyncRerankerClient(_ClientBase):
         instruction: str | None = None,
         top_n: int = 0,
         return_documents: bool = False,
+        long_documents: LongDocuments = "truncate",
+        max_tokens_per_doc: int = 0,
+        chunk_overlap: int = 0,
         timeout: float | None = None,
     ) -> pb.RerankResponse:
-        request = rerank_request(query, documents, instruction, top_n, return_documents)
+        request = rerank_request(
+            query, documents, instruction, top_n, return_documents, long_documents, max_tokens_per_doc, chunk_overlap
+        )
         return await self._call(self._stub.Rerank, request, timeout)
 
     async def embed(

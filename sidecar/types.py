@@ -49,6 +49,7 @@ class RerankInput:
     long_documents: str = "truncate"  # "truncate" (the reference) or "chunk" (best of overlapping windows)
     max_tokens_per_doc: int = 0  # text tokens per document (truncate) or per window (chunk); 0 = what fits
     chunk_overlap: int = 0  # chunk: tokens shared by consecutive windows; 0 = an eighth of the window
+    max_chunks: int = 0  # chunk: windows per document, at most the server's; 0 = the server's limit
 
 
 @dataclass

@@ -118,7 +118,7 @@ class HttpService:
             with metrics.in_engine():
                 outcome = await _until_disconnected(request, self.runtime.run(engine.rerank(parsed.input)))
             record.timings = outcome.timings
-            payload = dialect.render(parsed, outcome.logits, outcome.timings, engine.reranker.name)
+            payload = dialect.render(parsed, outcome.logits, outcome.timings, engine.reranker.name, outcome.chunks)
         except SidecarError as exc:
             mark(request.scope, exc.kind.value)
             return sidecar_error_response(exc, dialect)

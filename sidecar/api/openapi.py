@@ -40,6 +40,11 @@ class OperationDoc:
     errors: tuple[int, ...] = ()
 
 
+def _nullable(schema: dict) -> dict:
+    """`schema` or null: the dialects read a null option as "not set" (clients send it so)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 _STRING_LIST = {"type": "array", "items": {"type": "string"}}
 _ITEM_OBJECT = {
     "type": "object",
@@ -52,13 +57,36 @@ _ITEM = {"anyOf": [{"type": "string", "description": "text, or a media string (s
 _COMMON_EXTENSIONS = {
     "instruction": {"type": "string", "description": "the reranker's task instruction (default: the reference's)"},
     "media_in_strings": {"type": "boolean", "default": True, "description": "read JSON media strings as images"},
+    "long_documents": _nullable(
+        {
+            "enum": ["truncate", "chunk"],
+            "description": "truncate (default: the reference rule) or chunk: score overlapping windows of each "
+            "document's text and keep the best",
+        }
+    ),
+    "chunk_overlap": _nullable(
+        {"type": "integer", "minimum": 0, "description": "chunk: tokens consecutive windows share (default: 1/8)"}
+    ),
+}
+_MAX_TOKENS_PER_DOC = _nullable(
+    {
+        "type": "integer",
+        "minimum": 1,
+        "description": "each document's text is cut to this many tokens (chunk: per window)",
+    }
+)
+_CHUNK = {
+    "type": "object",
+    "description": "chunked requests: the window of the document that gave the score",
+    "required": ["index", "count", "start", "end"],
+    "properties": {
+        "index": {"type": "integer", "minimum": 0},
+        "count": {"type": "integer", "minimum": 1},
+        "start": {"type": "integer", "minimum": 0, "description": "code points of the document's text, [start, end)"},
+        "end": {"type": "integer", "minimum": 0},
+    },
 }
 _USAGE = {"type": "object", "properties": {"total_tokens": {"type": "integer"}}}
-
-
-def _nullable(schema: dict) -> dict:
-    """`schema` or null: the dialects read a null option as "not set" (clients send it so)."""
-    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _cohere_request(top_n_minimum: int, return_documents: str, extra: dict) -> dict:
@@ -76,9 +104,7 @@ def _cohere_request(top_n_minimum: int, return_documents: str, extra: dict) -> d
             "model": _nullable(
                 {"type": "string", "description": "accepted and ignored: the server scores with its model"}
             ),
-            "max_tokens_per_doc": _nullable(
-                {"type": "integer", "minimum": 1, "description": "each document's text is cut to this many tokens"}
-            ),
+            "max_tokens_per_doc": _MAX_TOKENS_PER_DOC,
             **extra,
             **_COMMON_EXTENSIONS,
         },
@@ -94,6 +120,7 @@ _RESULTS = {  # best first
             "index": {"type": "integer", "minimum": 0},
             "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
             "document": {"type": "object", "description": "the document as sent (a string as {text})"},
+            "chunk": _CHUNK,
         },
     },
 }
@@ -124,7 +151,15 @@ COHERE_V1_JINA = DialectDoc(
     request=_cohere_request(
         0,
         "default true (Jina's default; Cohere v1 clients ignore the documents)",
-        {"max_chunks_per_doc": _nullable({"type": "integer", "minimum": 1, "description": "accepted and ignored"})},
+        {
+            "max_chunks_per_doc": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "chunk long documents (as long_documents: chunk) into at most this many windows",
+                }
+            )
+        },
     ),
     response=_COHERE_RESPONSE,
     example={"query": "red bike", "documents": [{"text": "a red bicycle"}, "a car"], "top_n": 0},
@@ -166,6 +201,7 @@ TEI = DialectDoc(
                     "description": "which end of a text is kept (default right)",
                 }
             ),
+            "max_tokens_per_doc": _MAX_TOKENS_PER_DOC,
             **_COMMON_EXTENSIONS,
         },
     },
@@ -174,7 +210,12 @@ TEI = DialectDoc(
         "items": {
             "type": "object",
             "required": ["index", "score"],
-            "properties": {"index": {"type": "integer"}, "score": {"type": "number"}, "text": {"type": "string"}},
+            "properties": {
+                "index": {"type": "integer"},
+                "score": {"type": "number"},
+                "text": {"type": "string"},
+                "chunk": _CHUNK,
+            },
         },
     },
     example={"query": "red bike", "texts": ["a red bicycle", "a car"], "raw_scores": False},
@@ -197,6 +238,7 @@ VLLM_WEAVIATE = DialectDoc(
             "truncate_prompt_tokens": _nullable(
                 {"type": "integer", "minimum": -1, "description": "accepted and ignored"}
             ),
+            "max_tokens_per_doc": _MAX_TOKENS_PER_DOC,
             **_COMMON_EXTENSIONS,
         },
     },

@@ -179,13 +179,15 @@ class RerankerModel(QwenBackend):
         The prefix is the head a text document's pair keeps; it is split off only when it saves at
         least `min_saved_tokens` forwarded tokens over the request's documents.
         """
+        limits = limits or PairLimits(max_length=self.max_length)
         limits = replace(
-            limits or PairLimits(max_length=self.max_length),
+            limits,
             truncate=request.truncate,
             direction=request.truncation_direction,
             chunk=request.long_documents == "chunk",
             max_tokens_per_doc=request.max_tokens_per_doc,
             chunk_overlap=request.chunk_overlap,
+            max_chunks=min(request.max_chunks or limits.max_chunks, limits.max_chunks),  # the server's is the cap
         )
         builder = PairBuilder(self.prompt_tokenizer, limits)
         head = builder.start(query, request.instruction)

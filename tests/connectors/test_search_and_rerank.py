@@ -91,6 +91,22 @@ def scenario_rerank_order_is_the_sidecars_own_order(products, sidecar, mode):
     assert all((r.first_stage_rank, r.first_stage_score) == pytest.approx(first_stage[r.id]) for r in results)
 
 
+def scenario_chunked_hits_keep_their_best_window(products, sidecar):
+    """Windows of 4 tokens make several per corpus text: each hit scores as its best window, and says which."""
+    windows = {"long_documents": "chunk", "max_tokens_per_doc": 4, "chunk_overlap": 1}
+    results = search_and_rerank(products, QUERY, top_k=5, top_n=None, mode="bm25", rerank_client=sidecar, **windows)
+    hits = products.search(QUERY, None, 5, "bm25")
+    documents = [{"id": str(h.id), "text": h.text, "images": h.image_refs} for h in hits]
+    direct = {hits[r.index].id: r for r in sidecar.rerank(QUERY, documents, **windows).results}
+    assert {r.id: r.rerank_score for r in results} == pytest.approx({i: r.score for i, r in direct.items()}, abs=1e-6)
+    assert {r.id: r.chunk_span for r in results} == {i: (r.chunk.start, r.chunk.end) for i, r in direct.items()}
+    assert any(r.chunk.count > 1 for r in direct.values())
+    assert all(0 <= r.chunk_span[0] < r.chunk_span[1] <= len(r.text) for r in results)
+    truncated = search_and_rerank(products, QUERY, top_k=5, top_n=None, mode="bm25", rerank_client=sidecar)
+    assert {r.id: r.rerank_score for r in truncated} != pytest.approx({r.id: r.rerank_score for r in results})
+    assert all(r.chunk_span is None for r in truncated)
+
+
 def sidecar_vector(sidecar, connector) -> list[float]:
     return list(sidecar.embed([QUERY], dimensions=connector.vector_size or 0).embeddings[0].values)
 

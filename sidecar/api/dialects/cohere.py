@@ -5,9 +5,13 @@ Request: `query` (a string, or an object `{text?, image?, images?}`: Jina's imag
 `model` (accepted, not used: this server scores with the model it loaded), `instruction`
 (extension: the reranker's task instruction) and `media_in_strings` (extension, default true; see
 `sidecar.api.dialects.items`). `max_tokens_per_doc` (Cohere v2) cuts each document's text to that
-many tokens, as Cohere does; `max_chunks_per_doc` (Cohere v1) is checked to be a positive integer
-and otherwise ignored, like any unknown field. Beyond these, the engine truncates each pair at the
-model's maximum length.
+many tokens, as Cohere does. Cohere v1's `max_chunks_per_doc` chunks long documents as Cohere
+does (each document's text in windows, the document scored by its best window; Cohere's
+reranking best practices describe the procedure), with at most that many windows (the server's
+--max-chunks-per-document caps it). The extensions `long_documents` ("truncate" | "chunk") and
+`chunk_overlap` choose the same on either route; each result of a chunked request carries
+`chunk: {index, count, start, end}`. Beyond these, the engine truncates each pair at the model's
+maximum length.
 
 Where the originals differ, each route follows its own:
 
@@ -37,7 +41,14 @@ import uuid
 from typing import Any
 
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
+from sidecar.api.dialects.base import (
+    Dialect,
+    ParsedRerank,
+    check_finite,
+    chunk_field,
+    json_score,
+    long_document_options,
+)
 from sidecar.api.dialects.fields import (
     array,
     boolean,
@@ -60,8 +71,8 @@ def parse_rerank(body: object, max_documents: int, api_version: str = "2") -> Pa
     media_strings = boolean(body, "media_in_strings", True)
     optional_string(body, "model")  # checked for type, then ignored: this server scores with its own model
     instruction = optional_string(body, "instruction").strip()
-    max_tokens_per_doc = optional_int(body, "max_tokens_per_doc", 1) or 0
-    optional_int(body, "max_chunks_per_doc", 1)  # checked for type, then ignored (see module doc)
+    max_chunks = optional_int(body, "max_chunks_per_doc", 1) if api_version == "1" else None
+    long_documents = long_document_options(body, chunk_by_default=max_chunks is not None)
     rank_fields = string_list(body, "rank_fields")
     query = parse_query(body, media_strings)
     raw = array(body, "documents", max_documents)
@@ -69,7 +80,7 @@ def parse_rerank(body: object, max_documents: int, api_version: str = "2") -> Pa
     v1 = api_version == "1"
     return ParsedRerank(
         input=RerankInput(
-            query=query, documents=documents, instruction=instruction, max_tokens_per_doc=max_tokens_per_doc
+            query=query, documents=documents, instruction=instruction, max_chunks=max_chunks or 0, **long_documents
         ),
         echoes=tuple({"text": d} if isinstance(d, str) else d for d in raw),
         top_n=optional_int(body, "top_n", 0 if v1 else 1) or 0,
@@ -95,7 +106,7 @@ def _field_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def rerank_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str) -> dict:
+def rerank_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str, chunks: list) -> dict:
     """The Cohere + Jina response (each client reads its own fields)."""
     check_finite(logits)
     results = []
@@ -103,6 +114,8 @@ def rerank_body(parsed: ParsedRerank, logits: list[float], timings: Timings, mod
         result: dict[str, Any] = {"index": index, "relevance_score": json_score(sigmoid(logits[index]))}
         if parsed.return_documents:
             result["document"] = parsed.echoes[index]
+        if chunks:
+            result["chunk"] = chunk_field(chunks[index])
         results.append(result)
     units = -(-len(logits) // SEARCH_UNIT_DOCUMENTS) if logits else 0
     return {

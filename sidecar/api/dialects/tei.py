@@ -1,7 +1,8 @@
 """Hugging Face text-embeddings-inference (TEI): `POST /rerank` with `texts`, and TEI's `/info` keys.
 
 Request: `{query: str, texts: [str], raw_scores?, return_text?, truncate?, truncation_direction?}`
-plus this server's `instruction` and `media_in_strings` extensions. Response: `[{index, score,
+plus this server's `instruction`, `media_in_strings` and long-document (`long_documents`,
+`max_tokens_per_doc`, `chunk_overlap`) extensions. Response: `[{index, score,
 text?}]`, best first; `score` is the probability sigmoid(logit_yes - logit_no), or that logit with
 `raw_scores: true`.
 
@@ -21,7 +22,14 @@ from typing import Any
 
 from sidecar import __version__
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
+from sidecar.api.dialects.base import (
+    Dialect,
+    ParsedRerank,
+    check_finite,
+    chunk_field,
+    json_score,
+    long_document_options,
+)
 from sidecar.api.dialects.fields import boolean, json_object, optional_string, type_name
 from sidecar.api.dialects.items import parse_query, parse_strings
 from sidecar.errors import invalid
@@ -54,6 +62,7 @@ def parse_tei(body: object, max_documents: int) -> ParsedRerank:
             truncate=boolean(body, "truncate", True),
             truncation_direction=truncation_direction(body.get("truncation_direction")),
             documents_field="texts",
+            **long_document_options(body),
         ),
         echoes=tuple(texts),
         return_documents=boolean(body, "return_text", False),
@@ -71,7 +80,7 @@ def truncation_direction(value: object) -> str:
     return DIRECTIONS[value]
 
 
-def tei_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str) -> list[dict]:
+def tei_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str, chunks: list) -> list[dict]:
     """TEI response: `[{index, score, text?}]`, best first."""
     check_finite(logits)
     results = []
@@ -82,6 +91,8 @@ def tei_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model:
         }
         if parsed.return_documents:
             result["text"] = parsed.echoes[index]
+        if chunks:
+            result["chunk"] = chunk_field(chunks[index])
         results.append(result)
     return results
 

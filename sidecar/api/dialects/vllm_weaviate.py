@@ -10,7 +10,8 @@ so the response carries both:
 * `scores: [{document, score}]`, one per document in request order (Weaviate's
   reranker-transformers `RankResponse`: its module maps the scores to its objects by position).
 
-Scores are probabilities. `truncate_prompt_tokens` (vLLM: keep that many tokens) is checked to be
+The long-document extensions (`long_documents`, `max_tokens_per_doc`, `chunk_overlap`) are the
+other routes'. Scores are probabilities. `truncate_prompt_tokens` (vLLM: keep that many tokens) is checked to be
 an integer and ignored: the engine truncates each pair at the model's maximum length. Errors are
 TEI's body, whose `error` is the string Weaviate's module reads.
 """
@@ -21,7 +22,14 @@ import uuid
 from typing import Any
 
 from sidecar.api.convert import ranked, sigmoid
-from sidecar.api.dialects.base import Dialect, ParsedRerank, check_finite, json_score
+from sidecar.api.dialects.base import (
+    Dialect,
+    ParsedRerank,
+    check_finite,
+    chunk_field,
+    json_score,
+    long_document_options,
+)
 from sidecar.api.dialects.fields import boolean, json_object, optional_int, optional_string
 from sidecar.api.dialects.items import parse_query, parse_strings
 from sidecar.api.dialects.tei import tei_error
@@ -39,14 +47,14 @@ def parse_documents(body: object, max_documents: int) -> ParsedRerank:
     query = parse_query(body, media_strings, strings_only=True)
     texts, documents = parse_strings(body, "documents", max_documents, media_strings)
     return ParsedRerank(
-        input=RerankInput(query=query, documents=documents, instruction=instruction),
+        input=RerankInput(query=query, documents=documents, instruction=instruction, **long_document_options(body)),
         echoes=tuple(texts),
         top_n=optional_int(body, "top_n", 0) or 0,
         return_documents=boolean(body, "return_documents", True),
     )
 
 
-def documents_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str) -> dict:
+def documents_body(parsed: ParsedRerank, logits: list[float], timings: Timings, model: str, chunks: list) -> dict:
     """vLLM's `results` and Weaviate's `scores` in one body."""
     check_finite(logits)
     scores = [json_score(sigmoid(logit)) for logit in logits]
@@ -55,6 +63,8 @@ def documents_body(parsed: ParsedRerank, logits: list[float], timings: Timings, 
         result: dict[str, Any] = {"index": index, "relevance_score": scores[index]}
         if parsed.return_documents:
             result["document"] = {"text": parsed.echoes[index]}
+        if chunks:
+            result["chunk"] = chunk_field(chunks[index])
         results.append(result)
     return {
         "id": f"rerank-{uuid.uuid4().hex}",
