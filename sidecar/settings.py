@@ -53,7 +53,9 @@ class Settings:
     max_request_pixels: int = 1 << 28  # decoded pixels per request, all images and video frames together
     max_decoding_pixels: int = 1 << 27  # decoded pixels held at once by all requests (memory bound)
     max_pair_tokens: int = 32768  # tokens of one query-document pair after truncation (media and specials count)
-    max_request_tokens: int = 1 << 18  # model-input tokens per request (a shared query prefix counts once)
+    # Model-input tokens per request (a shared query prefix counts once): room for --max-documents (1000)
+    # documents of ~1,000 tokens, the model card's 1000 candidates; pictures are bounded by pixels too.
+    max_request_tokens: int = 1 << 20
     max_chunks_per_document: int = 16  # windows a chunked document is split into at most
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish
