@@ -52,6 +52,15 @@ def reranker(tiny_loaded, tiny_model_dir):
     return RerankerModel(str(tiny_model_dir), model, processor)
 
 
+SCORE_ROUNDING = 1e-5  # fp32 parity tolerance between two computations of the same pair
+
+
+def same_scores(expected):
+    """Scores of the same pairs from another call, up to fp32 rounding: which rows share a forward
+    (streamed preparation, other requests) varies from call to call, and so do the last bits."""
+    return pytest.approx(expected, abs=SCORE_ROUNDING)
+
+
 def png_bytes(width: int, height: int, seed: int, mode: str = "RGB") -> bytes:
     """A random image, PNG-encoded (lossless, so decoding gives back exactly these pixels)."""
     rng = np.random.default_rng(seed)

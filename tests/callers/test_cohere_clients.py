@@ -9,6 +9,7 @@ import cohere
 import pytest
 
 from tests.callers.conftest import DOCUMENTS, MAX_DOCUMENTS, QUERY, f32, grpc_scores
+from tests.conftest import same_scores
 
 KEY = "unused-the-sidecar-has-no-auth"
 
@@ -22,7 +23,7 @@ def test_v1_client(sidecar, scorer):
     response = client.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCUMENTS, top_n=3)
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [r.index for r in response.results] == sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])[:3]
-    assert by_index(response.results) == {i: expected[i] for i in by_index(response.results)}
+    assert by_index(response.results) == same_scores({i: expected[i] for i in by_index(response.results)})
     assert response.meta.api_version.version == "1"
 
 
@@ -37,29 +38,28 @@ def test_v1_client_rank_fields(sidecar, scorer):
         return_documents=True,
     )
     expected = grpc_scores(scorer, QUERY, [f"title: Red bike\ntext: {d}" for d in DOCUMENTS])
-    assert by_index(response.results) == dict(enumerate(expected))
+    assert by_index(response.results) == same_scores(dict(enumerate(expected)))
     assert {r.index: r.document.text for r in response.results} == dict(enumerate(DOCUMENTS))
 
 
 async def test_v1_async_client(sidecar, scorer):
     client = cohere.AsyncClient(api_key=KEY, base_url=sidecar.url)
     response = await client.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCUMENTS)
-    assert by_index(response.results) == dict(enumerate(grpc_scores(scorer, QUERY, DOCUMENTS)))
+    assert by_index(response.results) == same_scores(dict(enumerate(grpc_scores(scorer, QUERY, DOCUMENTS))))
 
 
 def test_v2_client(sidecar, scorer):
     client = cohere.ClientV2(api_key=KEY, base_url=sidecar.url)
     response = client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCUMENTS, top_n=2, max_tokens_per_doc=4096)
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
-    assert len(response.results) == 2 and by_index(response.results) == {
-        i: expected[i] for i in by_index(response.results)
-    }
+    assert len(response.results) == 2
+    assert by_index(response.results) == same_scores({i: expected[i] for i in by_index(response.results)})
 
 
 async def test_v2_async_client(sidecar, scorer):
     client = cohere.AsyncClientV2(api_key=KEY, base_url=sidecar.url)
     response = await client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCUMENTS)
-    assert by_index(response.results) == dict(enumerate(grpc_scores(scorer, QUERY, DOCUMENTS)))
+    assert by_index(response.results) == same_scores(dict(enumerate(grpc_scores(scorer, QUERY, DOCUMENTS))))
 
 
 def test_sdk_errors_carry_the_message(sidecar):
@@ -82,7 +82,7 @@ def test_langchain_cohere_rerank(sidecar, scorer):
     ranked = reranker.compress_documents(documents, QUERY)
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [d.metadata["n"] for d in ranked] == sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])[:3]
-    assert all(f32(d.metadata["relevance_score"]) == expected[d.metadata["n"]] for d in ranked)
+    assert all(f32(d.metadata["relevance_score"]) == same_scores(expected[d.metadata["n"]]) for d in ranked)
 
 
 def test_llamaindex_cohere_rerank(sidecar, scorer):
@@ -96,7 +96,7 @@ def test_llamaindex_cohere_rerank(sidecar, scorer):
     assert [n.node.id_ for n in ranked] == [
         str(i) for i in sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])[:2]
     ]
-    assert all(f32(n.score) == expected[int(n.node.id_)] for n in ranked)
+    assert all(f32(n.score) == same_scores(expected[int(n.node.id_)]) for n in ranked)
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
@@ -113,4 +113,4 @@ async def test_haystack_cohere_ranker(sidecar, scorer, mode):
         ranked = (await ranker.run_async(query=QUERY, documents=documents))["documents"]
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [d.meta["n"] for d in ranked] == sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])[:3]
-    assert all(f32(d.score) == expected[d.meta["n"]] for d in ranked)
+    assert all(f32(d.score) == same_scores(expected[d.meta["n"]]) for d in ranked)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.callers.conftest import DOCUMENTS, QUERY, f32, get, grpc_scores, post
+from tests.conftest import same_scores
 
 CONNECTOR = Path(__file__).resolve().parents[2] / "opensearch-plugin-config" / "connector.json"
 GO_HEADERS = {"User-Agent": "Go-http-client/1.1", "Accept-Encoding": "gzip"}
@@ -79,7 +80,7 @@ def test_elasticsearch_custom_service(sidecar, scorer):
     scores = json_path_list(answer, ES_JSON_PARSER["relevance_score"])
     assert len(indices) == len(scores) == len(DOCUMENTS)
     assert all(isinstance(i, int) for i in indices) and all(isinstance(s, float) for s in scores)
-    assert {i: f32(s) for i, s in zip(indices, scores)} == expected_by_index(scorer)
+    assert {i: f32(s) for i, s in zip(indices, scores)} == same_scores(expected_by_index(scorer))
 
 
 # ---- Milvus 2.6 model rerankers --------------------------------------------------------------------
@@ -96,7 +97,7 @@ def test_milvus_tei_provider(sidecar, scorer, params):
     status, raw = post(f"{sidecar.url}/rerank", body, headers)
     assert status == 200, raw
     ranks = sorted(json.loads(raw), key=lambda r: r["index"])  # sort.Slice by Index, then by index into docs
-    assert {r["index"]: f32(r["score"]) for r in ranks} == expected_by_index(scorer)
+    assert {r["index"]: f32(r["score"]) for r in ranks} == same_scores(expected_by_index(scorer))
 
 
 @pytest.mark.parametrize("params", [{}, {"truncate_prompt_tokens": 512}], ids=["plain", "truncate-prompt-tokens"])
@@ -109,7 +110,7 @@ def test_milvus_vllm_provider(sidecar, scorer, params):
     scores = [0.0] * len(DOCUMENTS)
     for i, result in enumerate(results):  # by position: every document must come back
         scores[i] = f32(result["relevance_score"])
-    assert dict(enumerate(scores)) == expected_by_index(scorer)
+    assert dict(enumerate(scores)) == same_scores(expected_by_index(scorer))
 
 
 def test_milvus_cohere_provider(sidecar, scorer):
@@ -137,7 +138,7 @@ def test_weaviate_reranker_transformers(sidecar, scorer):
     status, raw = post(f"{sidecar.url}/rerank", body, GO_HEADERS)
     assert status == 200, raw
     scores = [f32(s["score"]) for s in json.loads(raw)["scores"]]  # DocumentScores[i] belongs to object i
-    assert dict(enumerate(scores)) == expected_by_index(scorer)
+    assert dict(enumerate(scores)) == same_scores(expected_by_index(scorer))
     assert [s["document"] for s in json.loads(raw)["scores"]] == DOCUMENTS
 
 
@@ -166,7 +167,7 @@ def test_weaviate_reranker_cohere(sidecar, scorer, path):
     status, raw = post(f"{sidecar.url}{path}", body, headers)
     assert status == 200, raw
     scores = {r["index"]: f32(r["relevance_score"]) for r in json.loads(raw)["results"]}  # documentScores[result.Index]
-    assert scores == expected_by_index(scorer)
+    assert scores == same_scores(expected_by_index(scorer))
     status, raw = post(
         f"{sidecar.url}{path}", b'{"documents":[],"query":"","model":"m","return_documents":false}', headers
     )
@@ -194,4 +195,4 @@ def test_opensearch_ml_commons_cohere_functions(sidecar, scorer):
     scores = [None] * len(json.loads(raw)["results"])
     for result in json.loads(raw)["results"]:
         scores[result["index"]] = f32(result["relevance_score"])
-    assert dict(enumerate(scores)) == expected_by_index(scorer)
+    assert dict(enumerate(scores)) == same_scores(expected_by_index(scorer))

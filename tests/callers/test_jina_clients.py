@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.callers.conftest import DOCUMENTS, MAX_DOCUMENTS, QUERY, f32, grpc_scores
+from tests.conftest import same_scores
 
 KEY = "unused-the-sidecar-has-no-auth"
 TOO_MANY = ["d"] * (MAX_DOCUMENTS + 1)
@@ -27,7 +28,7 @@ def test_pymilvus_jina_rerank_function(sidecar, scorer, monkeypatch):
     results = function(QUERY, DOCUMENTS, top_k=3)  # reads results[].document.text
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [r.index for r in results] == best(expected, 3)
-    assert all(r.text == DOCUMENTS[r.index] and f32(r.score) == expected[r.index] for r in results)
+    assert all(r.text == DOCUMENTS[r.index] and f32(r.score) == same_scores(expected[r.index]) for r in results)
     with pytest.raises(RuntimeError, match=f"^{TOO_MANY_MESSAGE}$"):
         function(QUERY, TOO_MANY)
 
@@ -42,7 +43,7 @@ def test_langchain_community_jina_rerank(sidecar, scorer, monkeypatch):
     ranked = reranker.compress_documents(documents, QUERY)
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [d.metadata["n"] for d in ranked] == best(expected, 3)
-    assert all(f32(d.metadata["relevance_score"]) == expected[d.metadata["n"]] for d in ranked)
+    assert all(f32(d.metadata["relevance_score"]) == same_scores(expected[d.metadata["n"]]) for d in ranked)
     every = reranker.rerank(DOCUMENTS, QUERY, top_n=None)  # sends "top_n": null
     assert len(every) == len(DOCUMENTS)
     with pytest.raises(RuntimeError, match=f"^{TOO_MANY_MESSAGE}$"):
@@ -58,7 +59,7 @@ def test_llamaindex_jina_rerank(sidecar, scorer):
     ranked = reranker.postprocess_nodes(nodes, QueryBundle(QUERY))
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [int(n.node.id_) for n in ranked] == best(expected, 2)
-    assert all(f32(n.score) == expected[int(n.node.id_)] for n in ranked)
+    assert all(f32(n.score) == same_scores(expected[int(n.node.id_)]) for n in ranked)
     too_many = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in TOO_MANY]
     with pytest.raises(RuntimeError, match=f"^{TOO_MANY_MESSAGE}$"):
         reranker.postprocess_nodes(too_many, QueryBundle(QUERY))
@@ -83,7 +84,7 @@ async def test_jina_haystack_ranker(sidecar, scorer, mode):
     answer = await run(documents)
     expected = grpc_scores(scorer, QUERY, DOCUMENTS)
     assert [d.meta["n"] for d in answer["documents"]] == best(expected, 3)
-    assert all(f32(d.score) == expected[d.meta["n"]] for d in answer["documents"])
+    assert all(f32(d.score) == same_scores(expected[d.meta["n"]]) for d in answer["documents"])
     assert answer["meta"]["usage"]["total_tokens"] > 0 and answer["meta"]["model"]
     with pytest.raises(RuntimeError, match=f"^{TOO_MANY_MESSAGE}$"):
         await run([Document(content=t) for t in TOO_MANY])

@@ -16,6 +16,7 @@ import pytest
 
 from sidecar.apps.opensearch_setup import ML, OpenSearchHttp, setup
 from tests.callers.conftest import DOCUMENTS, QUERY, f32, grpc_scores
+from tests.conftest import same_scores
 from tests.connectors.engines_fixtures import opensearch_node  # noqa: F401 - the real node
 
 CONFIG = Path(__file__).resolve().parents[2] / "opensearch-plugin-config"
@@ -52,7 +53,7 @@ def test_stock_cohere_functions_rerank_like_the_sidecar(opensearch_node, sidecar
         assert status == 200, answer
         expected = grpc_scores(scorer, QUERY, DOCUMENTS)
         hits = answer["hits"]["hits"]
-        assert {int(h["_id"]): f32(h["_score"]) for h in hits} == dict(enumerate(expected))
+        assert {int(h["_id"]): f32(h["_score"]) for h in hits} == same_scores(dict(enumerate(expected)))
         assert [int(h["_id"]) for h in hits] == sorted(range(len(DOCUMENTS)), key=lambda i: -expected[i])
     finally:
         client.request("DELETE", f"/_search/pipeline/{NAME}")

@@ -11,6 +11,7 @@ from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from connectors.frameworks.haystack import SidecarRanker
 from sidecar.client import AsyncRerankerClient
+from tests.conftest import same_scores
 from tests.connectors.frameworks.conftest import PNG, QUERY, TOP, best
 
 
@@ -49,7 +50,7 @@ def build(pipeline, store, ranker, corpus):
 def check(result, corpus, expected) -> None:
     ranked = result["ranker"]["documents"]
     assert [d.meta["sku"] for d in ranked] == best(expected)
-    assert all(d.score == expected[d.meta["sku"]] for d in ranked)  # the gRPC client's scores
+    assert all(d.score == same_scores(expected[d.meta["sku"]]) for d in ranked)  # the gRPC client's scores
     texts = {e.metadata["sku"]: e.text for e in corpus}
     assert all(d.content == texts[d.meta["sku"]] for d in ranked)
 

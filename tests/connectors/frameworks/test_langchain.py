@@ -11,6 +11,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from connectors.frameworks.langchain import SidecarRerank
 from sidecar.client import AsyncRerankerClient
+from tests.conftest import same_scores
 from tests.connectors.frameworks.conftest import QUERY, TOP, best
 
 
@@ -25,7 +26,7 @@ def check(ranked, corpus, expected) -> None:
     assert [d.metadata["sku"] for d in ranked] == best(expected)
     by_sku = {e.metadata["sku"]: e for e in corpus}
     for doc in ranked:
-        assert doc.metadata["relevance_score"] == expected[doc.metadata["sku"]]  # the gRPC client's score
+        assert doc.metadata["relevance_score"] == same_scores(expected[doc.metadata["sku"]])  # the gRPC client's score
         source = by_sku[doc.metadata["sku"]]
         assert doc.page_content == source.text
         assert {k: v for k, v in doc.metadata.items() if k != "relevance_score"} == source.metadata
