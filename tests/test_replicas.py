@@ -92,6 +92,15 @@ def run_load(client: RerankerClient, load: Load, until: float, workers: int = 4)
     return threads
 
 
+def wait_for_calls(load: Load, calls: int, timeout: float = 30.0) -> None:
+    """Until the load has had `calls` answers: the kill must come while calls are still being sent
+    (a fast engine reaches MAX_CALLS within seconds, so a fixed sleep could outlast the load)."""
+    deadline = time.monotonic() + timeout
+    while load.answered + len(load.failures) < calls:
+        assert time.monotonic() < deadline, f"only {load.answered} calls answered in {timeout:.0f}s"
+        time.sleep(0.01)
+
+
 def kill_while_busy(replica: Replica, timeout: float = 10.0) -> None:
     """SIGKILL once the replica holds a request it has not answered (it is scoring it)."""
     deadline = time.monotonic() + timeout
@@ -107,7 +116,7 @@ def test_a_replica_killed_mid_request_loses_no_call(replicas):
     load = Load()
     started = time.monotonic()
     threads = run_load(client, load, started + LOAD_SECONDS)
-    time.sleep(LOAD_SECONDS / 4)
+    wait_for_calls(load, MAX_CALLS // 10)  # well into the load, long before MAX_CALLS ends it
     kill_while_busy(victim)
     for thread in threads:
         thread.join(timeout=LOAD_SECONDS + 120)
@@ -128,7 +137,7 @@ def test_without_retries_the_same_kill_fails_calls(replicas):
     client = RerankerClient([r.process.target for r in replicas], timeout=60, retries=0)
     load = Load()
     threads = run_load(client, load, time.monotonic() + 8.0)
-    time.sleep(2.0)
+    wait_for_calls(load, MAX_CALLS // 10)
     kill_while_busy(victim)
     for thread in threads:
         thread.join(timeout=120)
