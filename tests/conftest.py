@@ -55,10 +55,10 @@ def reranker(tiny_loaded, tiny_model_dir):
 SCORE_ROUNDING = 1e-5  # fp32 parity tolerance between two computations of the same pair
 
 
-def same_scores(expected):
+def same_scores(expected, tolerance: float = SCORE_ROUNDING):
     """Scores of the same pairs from another call, up to fp32 rounding: which rows share a forward
     (streamed preparation, other requests) varies from call to call, and so do the last bits."""
-    return pytest.approx(expected, abs=SCORE_ROUNDING)
+    return pytest.approx(expected, abs=tolerance)
 
 
 def png_bytes(width: int, height: int, seed: int, mode: str = "RGB") -> bytes:

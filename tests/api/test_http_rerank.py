@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import struct
 
-import pytest
-
 from tests.api.conftest import IMAGE, IMAGE_BASE64, IMAGE_DATA_URI
+from tests.conftest import same_scores
 
 QUERY = "a red bicycle"
 DOCS = [
@@ -29,9 +28,8 @@ def f32(value: float) -> float:
 
 
 def same(scores: dict) -> object:
-    """Scores as another face's call got them, up to float rounding: which documents share a forward,
-    and whether a picture's features come from the feature cache, varies from call to call."""
-    return pytest.approx(scores, abs=1e-6)
+    """Scores as another face's call got them (`same_scores`), held here to probabilities' 1e-6."""
+    return same_scores(scores, tolerance=1e-6)
 
 
 async def grpc_scores(grpc_client, query, documents) -> dict[int, tuple[float, float]]:
