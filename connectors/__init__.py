@@ -26,9 +26,13 @@ from connectors.errors import (
     RerankUnavailableError,
     SidecarCallError,
 )
+from connectors.experiment import Arm, Experiment, ExperimentResult
 from connectors.pipeline import Query, RerankedHit, asearch_and_rerank, parse_query, search_and_rerank
 
 __all__ = [
+    "Arm",
+    "Experiment",
+    "ExperimentResult",
     "Connector",
     "ConnectorError",
     "Document",

@@ -19,6 +19,7 @@ the sidecar resolves (http(s) URLs, data: URIs, paths under its --media-root).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import weakref
@@ -31,6 +32,7 @@ import grpc
 
 from connectors.base import Connector, Hit, SearchMode
 from connectors.errors import SidecarCallError, sidecar_error
+from connectors.experiment import Arm, Experiment
 from sidecar.client import AsyncRerankerClient, LongDocuments, RerankerClient, to_item
 
 log = logging.getLogger("connectors")
@@ -53,9 +55,10 @@ class RerankedHit:
         first_stage_score: the engine's score; first_stage_rank: 1-based engine position.
         rerank_score: sidecar relevance in [0, 1]; rerank_logit: its unbounded logit
             (both None when not reranked).
-        rank: 1-based final position.
+        rank: 1-based final position (in an experiment: the served position).
         reranked: False when the sidecar failed and `on_rerank_failure="first_stage"` kept the
             engine's order.
+        arm: in an experiment, the arm that served this hit; None otherwise.
         chunk_span: with `long_documents="chunk"`, the `[start, end)` span of `text` (code
             points) whose window gave the score: the passage that matched. None otherwise.
     """
@@ -71,6 +74,7 @@ class RerankedHit:
     rank: int
     reranked: bool
     chunk_span: tuple[int, int] | None = None
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ def search_and_rerank(
     on_rerank_failure: FailurePolicy = "raise",
     embed_instruction: str | None = None,
     timeout: float | None = None,
+    experiment: Experiment | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
 ) -> list[RerankedHit]:
     """Retrieve `top_k` candidates from `connector`, rerank them in the sidecar, return the best `top_n`.
 
@@ -147,6 +154,12 @@ def search_and_rerank(
             "first_stage" (return the engine's order, `reranked=False`, and log a warning).
         embed_instruction: Embed instruction for the query (default: the model's).
         timeout: per-RPC deadline in seconds (default: the client's).
+        experiment: run an online experiment (`connectors.Experiment`): A/B serves the user's arm,
+            interleaving merges every arm's ranking; the result is an `ExperimentResult` with `query_id`,
+            and each hit says its `arm` (its `rank` is its served position). Arms that share top_k and mode
+            share one first-stage search.
+        user_id / session_id: who is served: A/B assigns arms by it (one is required there); logged as the
+            UBI client_id (hashed unless the experiment says otherwise).
 
     Raises:
         ValueError: bad arguments, or a mode the collection cannot serve.
@@ -155,33 +168,58 @@ def search_and_rerank(
         RerankUnavailableError / SidecarCallError: reranking failed and the policy is "raise".
     """
     parsed = _prepare(connector, query, top_k, top_n, mode, on_rerank_failure)
-    vector = query_vector
-    if mode != "bm25" and vector is None:
-        client = embed_client or rerank_client
-        try:
-            response = client.embed([parsed.item()], **_embed_args(connector, embed_instruction, timeout))
-        except grpc.RpcError as exc:
-            raise sidecar_error(exc, client.target, "embed") from exc
-        vector = _one_vector(response, client.target)
-    hits = connector.search(parsed.text or None, vector, top_k, mode, filter)
-    if not hits:
-        return []
-    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
     options = {
         "long_documents": long_documents,
         "max_tokens_per_doc": max_tokens_per_doc,
         "chunk_overlap": chunk_overlap,
     }
+    call = _Call(top_k, mode, filter, instruction, rerank_client, embed_client or rerank_client, query_vector,
+                 embed_instruction, timeout, on_rerank_failure, options)  # fmt: skip
+    if experiment is None:
+        return _rank(connector, parsed, _first_stage(connector, parsed, call), call, top_n)
+    stages: dict[tuple[int, str], list[Hit]] = {}
+    ranked = {}
+    for arm in experiment.arms_for(_user(user_id, session_id)):
+        arm_call = call.for_arm(arm)
+        key = (arm_call.top_k, arm_call.mode)
+        if key not in stages:
+            connector.check_mode(arm_call.mode)
+            stages[key] = _first_stage(connector, parsed, arm_call)
+        ranked[arm.name] = _rank(connector, parsed, stages[key], arm_call, None)
+    return experiment.serve(ranked, top_n=top_n, user_query=parsed.text, user_id=_user(user_id, session_id))
+
+
+def _first_stage(connector: Connector, parsed: Query, call: _Call) -> list[Hit]:
+    vector = call.query_vector
+    if call.mode != "bm25" and vector is None:
+        client = call.embed_client
+        try:
+            response = client.embed([parsed.item()], **_embed_args(connector, call.embed_instruction, call.timeout))
+        except grpc.RpcError as exc:
+            raise sidecar_error(exc, client.target, "embed") from exc
+        vector = _one_vector(response, client.target)
+    return connector.search(parsed.text or None, vector, call.top_k, call.mode, call.filter)
+
+
+def _rank(connector: Connector, parsed: Query, hits: list[Hit], call: _Call, top_n: int | None) -> list[RerankedHit]:
+    if not hits:
+        return []
+    if not call.rerank:
+        return _first_stage_order(hits, top_n)
+    client = call.rerank_client
+    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
     try:
-        limit = _max_documents.get(rerank_client) or _remember_limit(rerank_client, rerank_client.model_info(timeout))
+        limit = _max_documents.get(client) or _remember_limit(client, client.model_info(call.timeout))
         scored = []
         for start in range(0, len(documents), limit):
             batch = documents[start : start + limit]
-            response = rerank_client.rerank(query_item, batch, instruction=instruction, timeout=timeout, **options)
+            response = client.rerank(
+                query_item, batch, instruction=call.instruction, timeout=call.timeout, **call.options
+            )
             scored += _scored(response, start)
     except grpc.RpcError as exc:
-        error = sidecar_error(exc, rerank_client.target, "rerank")
-        if on_rerank_failure == "raise":
+        error = sidecar_error(exc, client.target, "rerank")
+        if call.on_rerank_failure == "raise":
             raise error from exc
         return _fallback(hits, top_n, error)
     return _combine(hits, scored, top_n)
@@ -205,6 +243,9 @@ async def asearch_and_rerank(
     on_rerank_failure: FailurePolicy = "raise",
     embed_instruction: str | None = None,
     timeout: float | None = None,
+    experiment: Experiment | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
 ) -> list[RerankedHit]:
     """`search_and_rerank` for asyncio, with `sidecar.client.AsyncRerankerClient` (same arguments).
 
@@ -212,40 +253,109 @@ async def asearch_and_rerank(
     has a native async client).
     """
     parsed = _prepare(connector, query, top_k, top_n, mode, on_rerank_failure)
-    vector = query_vector
-    if mode != "bm25" and vector is None:
-        client = embed_client or rerank_client
-        try:
-            response = await client.embed([parsed.item()], **_embed_args(connector, embed_instruction, timeout))
-        except grpc.RpcError as exc:
-            raise sidecar_error(exc, client.target, "embed") from exc
-        vector = _one_vector(response, client.target)
-    hits = await connector.asearch(parsed.text or None, vector, top_k, mode, filter)
-    if not hits:
-        return []
-    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
     options = {
         "long_documents": long_documents,
         "max_tokens_per_doc": max_tokens_per_doc,
         "chunk_overlap": chunk_overlap,
     }
+    call = _Call(top_k, mode, filter, instruction, rerank_client, embed_client or rerank_client, query_vector,
+                 embed_instruction, timeout, on_rerank_failure, options)  # fmt: skip
+    if experiment is None:
+        return await _arank(connector, parsed, await _afirst_stage(connector, parsed, call), call, top_n)
+    stages: dict[tuple[int, str], list[Hit]] = {}
+    ranked = {}
+    for arm in experiment.arms_for(_user(user_id, session_id)):
+        arm_call = call.for_arm(arm)
+        key = (arm_call.top_k, arm_call.mode)
+        if key not in stages:
+            connector.check_mode(arm_call.mode)
+            stages[key] = await _afirst_stage(connector, parsed, arm_call)
+        ranked[arm.name] = await _arank(connector, parsed, stages[key], arm_call, None)
+    return experiment.serve(ranked, top_n=top_n, user_query=parsed.text, user_id=_user(user_id, session_id))
+
+
+async def _afirst_stage(connector: Connector, parsed: Query, call: _Call) -> list[Hit]:
+    vector = call.query_vector
+    if call.mode != "bm25" and vector is None:
+        client = call.embed_client
+        try:
+            args = _embed_args(connector, call.embed_instruction, call.timeout)
+            response = await client.embed([parsed.item()], **args)
+        except grpc.RpcError as exc:
+            raise sidecar_error(exc, client.target, "embed") from exc
+        vector = _one_vector(response, client.target)
+    return await connector.asearch(parsed.text or None, vector, call.top_k, call.mode, call.filter)
+
+
+async def _arank(
+    connector: Connector, parsed: Query, hits: list[Hit], call: _Call, top_n: int | None
+) -> list[RerankedHit]:
+    if not hits:
+        return []
+    if not call.rerank:
+        return _first_stage_order(hits, top_n)
+    client = call.rerank_client
+    documents, query_item = _documents(connector, hits), to_item(parsed.item())  # image files read once
     try:
-        limit = _max_documents.get(rerank_client) or _remember_limit(
-            rerank_client, await rerank_client.model_info(timeout)
-        )
+        limit = _max_documents.get(client) or _remember_limit(client, await client.model_info(call.timeout))
         scored = []
         for start in range(0, len(documents), limit):
             batch = documents[start : start + limit]
-            response = await rerank_client.rerank(
-                query_item, batch, instruction=instruction, timeout=timeout, **options
+            response = await client.rerank(
+                query_item, batch, instruction=call.instruction, timeout=call.timeout, **call.options
             )
             scored += _scored(response, start)
     except grpc.RpcError as exc:
-        error = sidecar_error(exc, rerank_client.target, "rerank")
-        if on_rerank_failure == "raise":
+        error = sidecar_error(exc, client.target, "rerank")
+        if call.on_rerank_failure == "raise":
             raise error from exc
         return _fallback(hits, top_n, error)
     return _combine(hits, scored, top_n)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One call's settings for its first stage and rerank; an experiment arm overrides some of them."""
+
+    top_k: int
+    mode: str
+    filter: Any
+    instruction: str | None
+    rerank_client: Any
+    embed_client: Any
+    query_vector: Sequence[float] | None
+    embed_instruction: str | None
+    timeout: float | None
+    on_rerank_failure: str
+    options: dict[str, Any]
+    rerank: bool = True
+
+    def for_arm(self, arm: Arm) -> _Call:
+        return dataclasses.replace(
+            self,
+            rerank=arm.rerank,
+            rerank_client=arm.rerank_client or self.rerank_client,
+            instruction=arm.instruction if arm.instruction is not None else self.instruction,
+            top_k=arm.top_k or self.top_k,
+            mode=arm.mode or self.mode,
+        )
+
+
+def _user(user_id: str | None, session_id: str | None) -> str | None:
+    """The id an experiment assigns arms by and logs: the user id, else the session id."""
+    if (
+        user_id is not None
+        and not isinstance(user_id, str)
+        or session_id is not None
+        and not isinstance(session_id, str)
+    ):
+        raise TypeError("user_id and session_id must be strings")
+    return user_id or session_id
+
+
+def _first_stage_order(hits: list[Hit], top_n: int | None) -> list[RerankedHit]:
+    kept = hits[:top_n] if top_n else hits
+    return [_result(h, position, None, None) for position, h in enumerate(kept, start=1)]
 
 
 def _prepare(connector: Connector, query: QueryLike, top_k: int, top_n: int | None, mode: str, policy: str) -> Query:
@@ -304,8 +414,7 @@ def _combine(hits: list[Hit], scored: list[Scored], top_n: int | None) -> list[R
 
 def _fallback(hits: list[Hit], top_n: int | None, error: SidecarCallError) -> list[RerankedHit]:
     log.warning("returning first-stage order without reranking: %s", error)
-    kept = hits[:top_n] if top_n else hits
-    return [_result(h, position, None, None) for position, h in enumerate(kept, start=1)]
+    return _first_stage_order(hits, top_n)
 
 
 def _result(

@@ -165,7 +165,9 @@ class UbiEvent:
         _text(self.object_id, "event_attributes.object.object_id", required=False)
         if self.position is not None:
             if isinstance(self.position, bool) or not isinstance(self.position, int):
-                if not (isinstance(self.position, float) and math.isfinite(self.position) and self.position.is_integer()):
+                if not (
+                    isinstance(self.position, float) and math.isfinite(self.position) and self.position.is_integer()
+                ):
                     raise ExperimentError("event_attributes.position.ordinal must be an integer")
                 object.__setattr__(self, "position", int(self.position))
             if self.position < 1:
@@ -203,11 +205,12 @@ class UbiEvent:
         where = "" if index is None else f"events[{index}]: "
         if not isinstance(doc, Mapping):
             raise ExperimentError(f"{where}an event must be an object")
-        attributes = doc.get("event_attributes") or {}
+        attributes = doc.get("event_attributes")
+        attributes = {} if attributes is None else attributes
         if not isinstance(attributes, Mapping):
             raise ExperimentError(f"{where}event_attributes must be an object")
-        obj = attributes.get("object") or {}
-        position = attributes.get("position") or {}
+        obj = {} if attributes.get("object") is None else attributes["object"]
+        position = {} if attributes.get("position") is None else attributes["position"]
         if not isinstance(obj, Mapping) or not isinstance(position, Mapping):
             raise ExperimentError(f"{where}event_attributes.object and .position must be objects")
         try:
