@@ -134,12 +134,11 @@ class Experiment:
                 application=self.application,
             )  # fmt: skip
         else:
-            by_id = {str(h.id): h for hits in ranked.values() for h in hits}
-            orders = {arm: [str(h.id) for h in hits] for arm, hits in ranked.items()}
+            by_arm = {arm: {str(h.id): h for h in hits} for arm, hits in ranked.items()}
             query_id = new_query_id()
-            served = self.plan.merge(orders, query_id, top_n or len(by_id))
+            served = self.plan.merge({arm: list(hits) for arm, hits in by_arm.items()}, query_id, top_n or 10**9)
             shown = [
-                dataclasses.replace(by_id[hit_id], rank=position, arm=team)
+                dataclasses.replace(by_arm[team][hit_id], rank=position, arm=team)
                 for position, (hit_id, team) in enumerate(zip(served.hit_ids, served.teams), start=1)
             ]
             record = self.plan.query_record(

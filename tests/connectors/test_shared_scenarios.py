@@ -1,6 +1,7 @@
 """The shared connector scenarios, run on every engine: Qdrant, Milvus Lite, Elasticsearch, OpenSearch, Weaviate, Solr.
 
-The scenarios are the `scenario_*` functions of test_search_and_rerank.py and test_failures.py
+The scenarios are the `scenario_*` functions of test_search_and_rerank.py, test_failures.py and
+test_experiments.py
 (written there beside the tests they share helpers with, and collected only here), run with this
 module's `products`: the same corpus indexed by each engine's helper. The scenarios are written
 once; an engine joins the suite by adding its fixture to PRODUCTS. The field-mapping scenarios
@@ -14,7 +15,7 @@ import inspect
 import pytest
 
 from connectors import FieldMapping, FieldMappingError
-from tests.connectors import test_failures, test_search_and_rerank
+from tests.connectors import test_experiments, test_failures, test_search_and_rerank
 from tests.connectors.engines_fixtures import connector_factories
 
 PRODUCTS = {
@@ -41,7 +42,7 @@ def build(request):
 
 def _scenarios() -> dict:
     found: dict = {}
-    for module in (test_search_and_rerank, test_failures):
+    for module in (test_search_and_rerank, test_failures, test_experiments):
         for name, function in vars(module).items():
             if name.startswith("scenario_"):
                 test = "test_" + name.removeprefix("scenario_")

@@ -105,7 +105,9 @@ def test_ab_assignment_is_sticky_and_split_by_weight() -> None:
     users = [f"user-{i}" for i in range(8000)]
     first = [plan.assign(u) for u in users]
     assert first == [plan.assign(u) for u in users]  # sticky
-    assert first == [ExperimentPlan(name="split", arms=("a", "b"), design="ab", weights=(3, 1)).assign(u) for u in users]
+    assert first == [
+        ExperimentPlan(name="split", arms=("a", "b"), design="ab", weights=(3, 1)).assign(u) for u in users
+    ]
     share = first.count("a")
     assert binomtest(share, len(users), 0.75).pvalue > 0.01, share
     reshuffled = ExperimentPlan(name="split", arms=("a", "b"), design="ab", weights=(3, 1), salt="new")
@@ -148,4 +150,7 @@ def test_query_record_hashes_users_and_can_drop_query_text() -> None:
     assert record.user_query == "" and record.client_id != "alice" and len(record.client_id) == 32
     assert record.query_attributes["teams"] == list(served.teams)
     plain = ExperimentPlan(name="e", arms=("a", "b"), hash_user_ids=False)
-    assert plain.query_record(user_query="q", hit_ids_served=served.hit_ids, user_id="alice", served=served).client_id == "alice"
+    assert (
+        plain.query_record(user_query="q", hit_ids_served=served.hit_ids, user_id="alice", served=served).client_id
+        == "alice"
+    )

@@ -33,7 +33,10 @@ def test_round_trip_in_ubi_shape(tmp_path: Path) -> None:
     assert list(store.read_queries()) == [q] and list(store.read_events()) == [e]
     assert store.counts() == (1, 1)
     doc = e.to_document()
-    assert doc["event_attributes"] == {"object": {"object_id": "d2", "object_id_field": "id"}, "position": {"ordinal": 2}}
+    assert doc["event_attributes"] == {
+        "object": {"object_id": "d2", "object_id_field": "id"},
+        "position": {"ordinal": 2},
+    }
     assert set(q.to_document()) >= {"query_id", "client_id", "user_query", "query_attributes", "timestamp",
                                      "query_response_hit_ids", "application"}  # fmt: skip
     assert list(store.read_queries("other")) == [] and store.known_queries(["q1", "zz"]) == {"q1": q}
