@@ -10,6 +10,7 @@ only finetune loads it, when it runs). The service's own modules (api, scheduler
     web               the search page against running engines and a sidecar
     eval              first stage vs reranked on judged queries: metrics, significance, latency
     finetune          LoRA fine-tuning of the reranker on labelled pairs (loads torch when it runs)
+    experiment        report an online experiment from its UBI log; simulate users clicking to plan one
 """
 
 from __future__ import annotations
@@ -33,4 +34,5 @@ COMMANDS: tuple[Command, ...] = (
     Command("web", "sidecar.apps.web.cli", "serve the search page against running engines and a sidecar"),
     Command("eval", "sidecar.apps.eval.cli", "measure first stage vs reranked on judged queries (nDCG, MRR, R, P@k)"),
     Command("finetune", "sidecar.apps.finetune.cli", "LoRA fine-tuning of the reranker on labelled query-document pairs"),
+    Command("experiment", "sidecar.apps.experiment.cli", "report an online A/B or interleaving experiment, or simulate users"),
 )  # fmt: skip

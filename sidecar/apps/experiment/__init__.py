@@ -1,0 +1,1 @@
+"""`rerank-sidecar experiment report|simulate`: read an experiment's UBI log and say which ranking won."""
