@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ir_measures
 import pytest
 
 from sidecar.cli import main as cli_main
