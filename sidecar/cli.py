@@ -49,6 +49,9 @@ FLAG_HELP = {
     "the device tier, copied back on their next use",
     "preprocess_workers": "threads that prepare requests (media, tokenisation) while the model computes",
     "media_workers": "threads, shared by all requests, that fetch, decode and resize a request's images in parallel",
+    "events_db": "SQLite file of an experiment log (UBI queries and events): turns on POST /v1/events, where front "
+    "ends record impressions, clicks and purchases on lists that search_and_rerank(experiment=...) logged into "
+    "the same file; each answer comes after the events are durable (unset: the route answers 404)",
     "media_root": "directory under which local media paths may be read; unset disables local paths",
     "allow_private_urls": "allow media URLs on loopback/private/link-local addresses (off: SSRF protection)",
     "fetch_connect_timeout_s": "media URL connect timeout, seconds",

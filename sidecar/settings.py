@@ -60,6 +60,8 @@ class Settings:
     max_message_bytes: int = 64 * 1024 * 1024  # largest gRPC request or HTTP request body
     drain_seconds: float = 30.0  # on SIGTERM, how long in-flight requests may finish
     reuse_port: bool = False  # SO_REUSEPORT on both faces: several processes may share --port/--http-port
+    # POST /v1/events writes front ends' UBI events into this SQLite experiment log (None: the route is off).
+    events_db: Path | None = None
     # HTTP Host names accepted (comma-separated; "*" = any). None = auto: loopback names for a loopback
     # --host (a web page cannot reach the port through DNS rebinding), any for other binds.
     trusted_hosts: str | None = None

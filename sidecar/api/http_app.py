@@ -8,6 +8,7 @@ Routes (bodies are described in `sidecar.api.dialects`; the OpenAPI document in 
     GET  /info        the loaded model and the server's limits (the gRPC GetModelInfo, as JSON, plus TEI's keys)
     GET  /metrics     Prometheus metrics             GET  /openapi.json, /docs   the API's description
     GET  /.well-known/ready, /.well-known/live, /meta   what Weaviate's reranker-transformers module polls
+    POST /v1/events   UBI events from front ends into the --events-db experiment log (`sidecar.api.events`)
 
 Every rerank route runs one pipeline, `HttpService.rerank`: read the body (at most
 `--max-message-bytes`, see `sidecar.api.http_body`) -> parse it for its dialect -> engine -> build
@@ -50,6 +51,7 @@ from sidecar import metrics
 from sidecar.api import openapi
 from sidecar.api.auth import ApiKeyMiddleware
 from sidecar.api.dialects import RERANK_ROUTES, Dialect, for_body, tei_info
+from sidecar.api.events import EventsRoute
 from sidecar.api.http_body import MalformedBody, read_json
 from sidecar.api.http_guard import Guard, error_response, guarded_protocol, trusted_host_names
 from sidecar.api.observe import RequestRecord, close
@@ -186,6 +188,15 @@ OPERATIONS = [
     openapi.OperationDoc("/.well-known/live", "GET", "Liveness, for Weaviate's module", response={"type": "object"}),
     openapi.OperationDoc("/meta", "GET", "The served model, for Weaviate's /v1/meta", response={"type": "object"}),
     openapi.OperationDoc("/metrics", "GET", "Prometheus metrics", media_type="text/plain"),
+    openapi.OperationDoc(
+        "/v1/events",
+        "POST",
+        "Record UBI events (impressions, clicks, ...) in the --events-db experiment log",
+        request=openapi.EVENTS_REQUEST,
+        example=openapi.EVENTS_EXAMPLE,
+        response={"type": "object", "properties": {"recorded": {"type": "integer"}}},
+        errors=(400, 404, 413, 415, 421, 422, 429, 503),
+    ),  # fmt: skip
     openapi.OperationDoc("/openapi.json", "GET", "This document", response={"type": "object"}),
     openapi.OperationDoc("/docs", "GET", "This document as a page", media_type="text/html"),
 ]
@@ -280,6 +291,7 @@ def build_app(runtime) -> ASGIApp:
         Route("/.well-known/ready", service.ready, methods=["GET"]),
         Route("/.well-known/live", service.health, methods=["GET"]),
         Route("/meta", service.meta, methods=["GET"]),
+        Route("/v1/events", EventsRoute(runtime, mark).handle, methods=["POST"]),
     ]
     app: ASGIApp = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
     if runtime.api_keys.enabled:

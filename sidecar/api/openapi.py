@@ -38,6 +38,8 @@ class OperationDoc:
     response: dict = field(default_factory=dict)
     media_type: str = "application/json"
     errors: tuple[int, ...] = ()
+    request: dict = field(default_factory=dict)  # a JSON POST's body schema (routes outside the dialects)
+    example: dict = field(default_factory=dict)  # and an example body
 
 
 def _nullable(schema: dict) -> dict:
@@ -287,9 +289,36 @@ ERROR_SCHEMA = {
         }
     },
 }
+_UBI_EVENT = {
+    "type": "object",
+    "required": ["action_name", "query_id"],
+    "description": "a UBI 1.x event on a list logged by search_and_rerank(experiment=...)",
+    "properties": {
+        "action_name": {"type": "string", "description": "impression, click, add_to_cart, purchase, ..."},
+        "query_id": {"type": "string", "description": "the served list's query_id"},
+        "session_id": {"type": "string"}, "client_id": {"type": "string"}, "user_id": {"type": "string"},
+        "timestamp": {"type": "string", "description": "ISO 8601; default: when received"},
+        "event_id": {"type": "string", "description": "makes a retried event idempotent; default: a new id"},
+        "event_attributes": {"type": "object", "properties": {
+            "object": {"type": "object", "properties": {"object_id": {"type": "string"}}},
+            "position": {"type": "object", "properties": {"ordinal": {"type": "integer", "minimum": 1}}},
+        }},
+    },
+}  # fmt: skip
+EVENTS_REQUEST = {
+    "anyOf": [
+        {"type": "object", "required": ["events"], "properties": {"events": {"type": "array", "items": _UBI_EVENT}}},
+        _UBI_EVENT,
+    ]
+}
+EVENTS_EXAMPLE = {
+    "events": [{"action_name": "click", "query_id": "3f2a...", "session_id": "s-1",
+                "event_attributes": {"object": {"object_id": "d3"}, "position": {"ordinal": 2}}}]
+}  # fmt: skip
 ERROR_MEANINGS = {
     400: "not JSON, not UTF-8, or nested too deeply",
     413: "body, image or request larger than a limit",
+    404: "the route is off (POST /v1/events: start the server with --events-db)",
     415: "Content-Type is not JSON",
     421: "Host header not among --trusted-hosts",
     422: "a field is invalid (the message names it)",
@@ -324,6 +353,9 @@ def document(operations: list[OperationDoc], *, max_documents: int, max_body_byt
             # The dialect's own body, or the face's for refusals made before the body is read (415, 421).
             error_schema = {"anyOf": [*(f.error for f in fragments), {"$ref": "#/components/schemas/Error"}]}
         else:
+            if op.request:
+                body = {"schema": op.request, "example": op.example}
+                entry["requestBody"] = {"required": True, "content": {"application/json": body}}
             entry["responses"] = {"200": {"description": "OK", "content": {op.media_type: {"schema": op.response}}}}
             errors = op.errors
             error_schema = {"$ref": "#/components/schemas/Error"}
