@@ -147,3 +147,38 @@ def test_image_query(browser, page_url) -> None:
     assert "first stage (milvus, dense)" in " ".join(t["text"] for t in columns["timings"])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "web-image-query.png"))
+
+
+def test_experiment_mode_interleaves_and_records_clicks(browser, page_url) -> None:
+    """Experiment mode: one interleaved list whose hits say their arm; clicks are logged and the report counts them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page_url)
+    wait = WebDriverWait(browser, 120)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "ready")
+    browser.find_element(By.ID, "experiment-mode").click()
+    for query, clicks in (("a cat with green eyes", 2), ("red flowers", 1)):
+        text = browser.find_element(By.ID, "text")
+        text.clear()
+        text.send_keys(query)
+        browser.find_element(By.ID, "go").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") in ("done", "error"))
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done"
+        assert not browser.find_element(By.ID, "experiment-panel").get_attribute("hidden")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#interleaved li")
+        assert len(rows) == 10 and {r.get_attribute("data-arm") for r in rows} <= {"first_stage", "reranked"}
+        assert len({r.get_attribute("data-id") for r in rows}) == 10
+        for r in rows[:clicks]:
+            r.click()
+            wait.until(lambda d, r=r: "clicked" in r.get_attribute("class"))
+    report = browser.find_element(By.ID, "report")
+    wait.until(lambda d: report.get_attribute("data-events") == str(10 + 2 + 10 + 1))  # impressions and clicks
+    assert report.get_attribute("data-queries") == "2"
+    decided = int(report.get_attribute("data-wins")) + int(report.get_attribute("data-losses"))
+    assert decided + int(report.get_attribute("data-ties")) == 2 and "queries" in report.text
+    with urllib.request.urlopen(page_url + "api/experiment", timeout=30) as response:
+        logged = json.load(response)
+    assert logged["design"] == "interleave" and logged["queries"] == 2 and logged["events"] == 23
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "web-experiment.png"))

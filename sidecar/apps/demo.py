@@ -70,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument("--web", action="store_true", help="serve the search page instead of printing tables")
     web.add_argument("--host", dest="web_host", default="127.0.0.1", help="--web: address to bind (default: 127.0.0.1)")
     web.add_argument("--port", dest="web_port", type=int, default=8000, help="--web: port to bind (default: 8000)")
+    from sidecar.apps.web.cli import add_experiment_argument
+
+    add_experiment_argument(web, default="a file in the demo's temporary directory")
 
 
 class Timings:

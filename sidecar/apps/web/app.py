@@ -1,4 +1,5 @@
-"""The search page's ASGI app: static page, catalogue images, `/api/config` and `/api/search`.
+"""The search page's ASGI app: static page, catalogue images, `/api/config`, `/api/search` (and the experiment
+mode's `/api/events` and `/api/experiment`, see `sidecar.apps.web.experiment`).
 
 `POST /api/search` takes JSON `{"engine", "mode", "text", "image" (a data: URI or null), "top_k", "show"}`,
 runs `connectors.search_and_rerank` on that engine's connector with every candidate reranked, and answers
@@ -40,6 +41,7 @@ class WebBackend:
     title_field: str = "title"
     label: str = ""  # shown in the header, e.g. "embedded Milvus Lite, tiny random models"
     examples: list[dict[str, str]] = field(default_factory=list)
+    experiment: Any = None  # sidecar.apps.web.experiment.WebExperiment: the page's experiment mode (None: off)
 
 
 class _Timed:
@@ -113,6 +115,16 @@ def run_search(backend: WebBackend, body: dict[str, Any]) -> dict[str, Any]:
     client = _Timed(backend.client, seconds, {"embed": "embed", "rerank": "rerank"})
     connector = _Timed(backend.connectors[engine], seconds, {"search": "search"})
     start = time.perf_counter()
+    if body.get("experiment"):
+        if backend.experiment is None:
+            raise ValueError("this page runs no experiment (start it with --experiment-db FILE)")
+        served = search_and_rerank(connector, query, top_k=top_k, top_n=show, mode=mode, rerank_client=client,  # type: ignore[arg-type]
+                                   experiment=backend.experiment.experiment, session_id=str(body.get("session_id") or "anonymous"))  # fmt: skip
+        return {
+            "engine": engine, "mode": mode, "query_id": served.query_id, "experiment": served.experiment,
+            "interleaved": [{**_row(h, backend.title_field, h.rerank_score, h.rank), "arm": h.arm} for h in served],
+            "timings_ms": {stage: round(s * 1000, 1) for stage, s in {**seconds, "total": time.perf_counter() - start}.items()},
+        }  # fmt: skip
     hits = search_and_rerank(connector, query, top_k=top_k, top_n=None, mode=mode, rerank_client=client)  # type: ignore[arg-type]
     total = time.perf_counter() - start
     first = sorted(hits, key=lambda h: h.first_stage_rank)[:show]
@@ -148,7 +160,8 @@ def create_app(backend: WebBackend | Callable[[], WebBackend]) -> Starlette:
         engines = [
             {"name": name, "modes": [m for m in MODES if m in c.supported_modes]} for name, c in b.connectors.items()
         ]
-        return JSONResponse({"engines": engines, "label": b.label, "examples": b.examples})
+        return JSONResponse({"engines": engines, "label": b.label, "examples": b.examples,
+                             "experiment": b.experiment.name if b.experiment else None})  # fmt: skip
 
     async def search(request: Request) -> JSONResponse:
         from connectors.errors import ConnectorError
@@ -170,11 +183,31 @@ def create_app(backend: WebBackend | Callable[[], WebBackend]) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    async def events(request: Request) -> JSONResponse:
+        from sidecar.experiments.errors import ExperimentError
+
+        b = await run_in_threadpool(current)
+        if b.experiment is None:
+            return _error(404, "this page runs no experiment (start it with --experiment-db FILE)")
+        try:
+            body = await request.json()
+            return JSONResponse({"recorded": await run_in_threadpool(b.experiment.record, body)})
+        except (ValueError, ExperimentError) as exc:  # ExperimentError is a ValueError; JSON errors too
+            return _error(422 if isinstance(exc, ExperimentError) else 400, str(exc))
+
+    async def experiment_report(request: Request) -> JSONResponse:
+        b = await run_in_threadpool(current)
+        if b.experiment is None:
+            return _error(404, "this page runs no experiment (start it with --experiment-db FILE)")
+        return JSONResponse(await run_in_threadpool(b.experiment.report))
+
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/api/config", config, methods=["GET"]),
         Route("/api/search", search, methods=["POST"]),
+        Route("/api/events", events, methods=["POST"]),
+        Route("/api/experiment", experiment_report, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         Mount("/media/images", StaticFiles(directory=DATA_DIR / "images"), name="images"),
         Mount("/media/queries", StaticFiles(directory=DATA_DIR / "queries"), name="queries"),

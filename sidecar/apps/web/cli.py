@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from sidecar.apps.loader import (
@@ -42,10 +43,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-field", default="image", help="stored image reference field (default: image)")
     parser.add_argument("--title-field", default="title", help="field shown as each hit's title (default: title)")
+    add_experiment_argument(parser)
     add_server_arguments(parser)
     parser.add_argument(
         "--wait-timeout", type=float, default=600.0, help="seconds to wait for each service (default: 600)"
     )
+
+
+def add_experiment_argument(parser: argparse.ArgumentParser, default: str = "off") -> None:
+    """--experiment-db: the page's experiment mode (interleaved first stage and reranked, clicks logged)."""
+    parser.add_argument(
+        "--experiment-db", type=Path, metavar="FILE",
+        help="turn on the page's experiment mode, logging served lists and clicks (UBI) into this SQLite file; "
+        f"read it with `rerank-sidecar experiment report --store sqlite:FILE` (default: {default})",
+    )  # fmt: skip
+
+
+def web_experiment(path: Path | None) -> Any:
+    """The page's experiment over an SQLite log at `path`, or None."""
+    if path is None:
+        return None
+    from sidecar.apps.web.experiment import WebExperiment
+    from sidecar.experiments.log import ExperimentLog
+    from sidecar.experiments.store import SqliteStore
+
+    return WebExperiment(ExperimentLog(SqliteStore(path)))
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -103,7 +125,7 @@ def stack_backend(args: argparse.Namespace) -> Any:
         )
     label = f"{', '.join(engines)} · collection {args.collection!r} · sidecar {args.sidecar}"
     examples = catalogue_examples() if args.collection == DEFAULT_COLLECTION else []
-    return WebBackend(client, connectors, args.title_field, label, examples)
+    return WebBackend(client, connectors, args.title_field, label, examples, web_experiment(args.experiment_db))
 
 
 def serve_app(app: Any, host: str, port: int) -> None:
@@ -131,7 +153,6 @@ def run(args: argparse.Namespace) -> int:
 def run_embedded(args: argparse.Namespace) -> int:
     """`rerank-sidecar demo --web`: a sidecar subprocess, the catalogue in Milvus Lite and Qdrant local, the page."""
     import tempfile
-    from pathlib import Path
 
     from connectors.indexing import embed_documents
     from connectors.milvus import index_documents as milvus_index
@@ -166,6 +187,9 @@ def run_embedded(args: argparse.Namespace) -> int:
         label = "embedded: Milvus Lite + Qdrant local mode" + (
             " · TINY RANDOM models (meaningless ranks)" if args.tiny else ""
         )
-        backend = WebBackend(client, {"milvus": milvus, "qdrant": qdrant}, "title", label, catalogue_examples())
+        experiment = web_experiment(getattr(args, "experiment_db", None) or workdir / "experiment.db")
+        backend = WebBackend(
+            client, {"milvus": milvus, "qdrant": qdrant}, "title", label, catalogue_examples(), experiment
+        )
         serve_app(create_app(backend), args.web_host, args.web_port)
     return 0

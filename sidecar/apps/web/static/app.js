@@ -3,7 +3,17 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { image: null, engines: [] };
+const state = { image: null, engines: [], experiment: null, queryId: null, session: sessionId() };
+
+function sessionId() {
+  // one id per browser, so an A/B assignment or an interleaved log can tell users apart
+  let id = window.localStorage.getItem("rerank-session");
+  if (!id) {
+    id = (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : String(Math.random()).slice(2);
+    window.localStorage.setItem("rerank-session", id);
+  }
+  return id;
+}
 
 function fmt(score) {
   return score === null || score === undefined ? "–" : Number(score).toFixed(4);
@@ -81,6 +91,55 @@ function show(result) {
     Object.assign(document.createElement("span"), { textContent: `${name}: ${ms.toFixed(0)} ms` })));
 }
 
+function experimentMode() {
+  return Boolean(state.experiment) && $("experiment-mode").checked;
+}
+
+async function postEvents(events) {
+  const response = await fetch("/api/events", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ events }),
+  });
+  const result = await response.json();
+  if (!response.ok) throw new Error(result.error || response.statusText);
+  return result.recorded;
+}
+
+function interleavedRow(hit, queryId) {
+  const li = row(hit, false);
+  li.dataset.arm = hit.arm;
+  li.querySelector(".change").replaceWith(Object.assign(document.createElement("span"), {
+    className: "arm", textContent: hit.arm === "reranked" ? "reranked" : "first stage" }));
+  li.addEventListener("click", async () => {
+    li.classList.add("clicked");
+    try {
+      await postEvents([{ action_name: "click", query_id: queryId, object_id: hit.id, position: hit.rank,
+        session_id: state.session }]);
+      await refreshReport();
+    } catch (error) { setStatus(`Click not recorded: ${error.message}`, true); }
+  });
+  return li;
+}
+
+async function refreshReport() {
+  const report = await (await fetch("/api/experiment")).json();
+  const box = $("report");
+  box.dataset.queries = report.queries;
+  box.dataset.events = report.events;
+  const pair = (report.pairs || [])[0];
+  if (!pair) { box.textContent = `${report.queries} interleaved queries so far, no clicks yet.`; return; }
+  box.dataset.wins = pair.wins; box.dataset.losses = pair.losses; box.dataset.ties = pair.ties;
+  const verdict = pair.winner ? `${pair.winner} wins` : "no difference yet";
+  box.textContent = `${report.queries} queries · first stage won ${pair.wins}, reranked won ${pair.losses}, ` +
+    `ties ${pair.ties}, without clicks ${pair.no_clicks} · p = ${pair.p_value.toPrecision(3)} · ${verdict}`;
+}
+
+function showExperiment(result) {
+  state.queryId = result.query_id;
+  $("interleaved").replaceChildren(...result.interleaved.map((h) => interleavedRow(h, result.query_id)));
+  return postEvents(result.interleaved.map((h) => ({ action_name: "impression", query_id: result.query_id,
+    object_id: h.id, position: h.rank, session_id: state.session })));
+}
+
 async function search(event) {
   if (event) event.preventDefault();
   const text = $("text").value.trim();
@@ -89,15 +148,23 @@ async function search(event) {
   setStatus("Searching…", false);
   document.body.dataset.state = "searching";
   const body = { engine: $("engine").value, mode: $("mode").value, text, image: state.image,
-    top_k: Number($("top-k").value) || 20, show: 10 };
+    top_k: Number($("top-k").value) || 20, show: 10, experiment: experimentMode(), session_id: state.session };
+  $("experiment-panel").hidden = !body.experiment;
+  $("columns").hidden = body.experiment;
   try {
     const response = await fetch("/api/search", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
     const result = await response.json();
     if (!response.ok) throw new Error(result.error || response.statusText);
-    show(result);
-    setStatus(`${result.candidates} candidates reranked.`, false);
+    if (body.experiment) {
+      await showExperiment(result);
+      await refreshReport();
+      setStatus(`Interleaved list (query ${result.query_id.slice(0, 8)}); click the results you would pick.`, false);
+    } else {
+      show(result);
+      setStatus(`${result.candidates} candidates reranked.`, false);
+    }
     document.body.dataset.state = "done";
   } catch (error) {
     setStatus(`Error: ${error.message}`, true);
@@ -139,6 +206,8 @@ async function init() {
     fillModes();
     $("label").textContent = config.label;
     addExamples(config.examples || []);
+    state.experiment = config.experiment;
+    $("experiment-toggle").hidden = !config.experiment;
     document.body.dataset.state = "ready";
   } catch (error) {
     setStatus(`Could not load the configuration: ${error.message}`, true);
