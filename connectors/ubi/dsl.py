@@ -69,7 +69,11 @@ class DslUbiStore:
         except ExperimentError:
             raise
         except Exception as exc:  # the clients raise their own hierarchies; one error type for callers
-            raise EngineError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise EngineError(
+                self.product,
+                f"experiment log {getattr(call, '__name__', 'call').strip('_')}",
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
 
     def write(self, queries: Sequence[UbiQuery], events: Sequence[UbiEvent]) -> None:
         """Create every record (checked first: a stored query id writes nothing) and wait for the refresh."""
@@ -90,7 +94,11 @@ class DslUbiStore:
         )
         failed = [e for e in errors if _status(e) != 409 or _index_of(e) != self.events_index]
         if failed:  # a 409 on an event is a retry already stored; anything else is a failure
-            raise EngineError(f"{self.name}: {len(failed)} records not written: {json.dumps(failed[0])[:500]}")
+            raise EngineError(
+                self.product,
+                "experiment log write",
+                f"{len(failed)} records not written: {json.dumps(failed[0])[:500]}",
+            )
 
     def known_queries(self, query_ids: Iterable[str]) -> dict[str, UbiQuery]:
         ids = list(dict.fromkeys(query_ids))

@@ -1,4 +1,5 @@
-"""The experiment log in OpenSearch's real UBI indexes and in Elasticsearch indexes of the same shape (real nodes)."""
+"""The experiment log in the engines: OpenSearch's real UBI indexes, and collections of the same shape in
+Elasticsearch, Qdrant (local mode), Milvus Lite, Weaviate and Solr (real nodes)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,18 @@ from sidecar.experiments.errors import ExperimentError
 from sidecar.experiments.log import ExperimentLog, record_event
 from sidecar.experiments.records import UbiEvent, UbiQuery
 from tests.connectors.engines_fixtures import elasticsearch_node, opensearch_node  # noqa: F401 - the real nodes
+from tests.connectors.server_engines import solr_node, weaviate_node  # noqa: F401 - the real nodes
+
+NAMES = {"queries": "test_ubi_queries", "events": "test_ubi_events"}
 
 
-@pytest.fixture(params=["opensearch", "elasticsearch"])
-def store(request):
+@pytest.fixture(params=["opensearch", "elasticsearch", "qdrant", "milvus-lite", "weaviate", "solr"])
+def store(request, tmp_path):
+    if request.param in ("qdrant", "milvus-lite", "weaviate", "solr"):
+        store = _collection_store(request, tmp_path)
+        yield store
+        store.close()
+        return
     if request.param == "opensearch":
         from opensearchpy import OpenSearch
 
@@ -30,6 +39,34 @@ def store(request):
     store = make(client, queries_index="test_ubi_queries", events_index="test_ubi_events")
     yield store
     store.close()
+
+
+def _collection_store(request, tmp_path):
+    import connectors.ubi as ubi
+
+    if request.param == "qdrant":
+        from qdrant_client import QdrantClient
+
+        return ubi.QdrantUbiStore(QdrantClient(":memory:"), **NAMES)
+    if request.param == "milvus-lite":
+        from pymilvus import MilvusClient
+
+        return ubi.MilvusUbiStore(MilvusClient(str(tmp_path / "milvus.db")), **NAMES)
+    if request.param == "weaviate":
+        import weaviate
+
+        node = request.getfixturevalue("weaviate_node")
+        client = weaviate.connect_to_local(port=node.port, grpc_port=node.port + 1)
+        request.addfinalizer(client.close)
+        for name in ("TestUbiQueries", "TestUbiEvents"):
+            client.collections.delete(name)
+        return ubi.WeaviateUbiStore(client, **NAMES)
+    from connectors.solr import ensure_collection
+
+    store = ubi.SolrUbiStore(request.getfixturevalue("solr_node").url, **NAMES)
+    for name in NAMES.values():  # anew for this test
+        ensure_collection(store.client, name, "_default", recreate=True)
+    return store
 
 
 def query(qid: str) -> UbiQuery:
@@ -57,6 +94,8 @@ def test_log_on_the_engine_and_the_ubi_mapping(store) -> None:
             record_event(log, "click", "unknown")
         (stored,) = list(store.read_events())
         assert stored.session_id == "s1" and stored.position == 1
+        if not hasattr(store, "queries_index"):
+            return
         mapping = store.client.indices.get_mapping(index="test_ubi_events")["test_ubi_events"]["mappings"]
         attributes = mapping["properties"]["event_attributes"]["properties"]
         assert attributes["position"]["properties"]["ordinal"]["type"] == "integer"

@@ -6,7 +6,7 @@
         --store sqlite:sim.db --sessions 2000 --click-model pbm --out sim/
 
 The log is UBI-shaped (`sidecar.experiments.records`): the embedded SQLite file, or the engine's own indexes
-(OpenSearch's ubi_queries / ubi_events, or an index of the same shape in Elasticsearch).
+(OpenSearch's ubi_queries / ubi_events; collections of the same shape in the other engines, `connectors.ubi`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def _store_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("the log")
     where.add_argument("--store", help="the embedded log: sqlite:PATH (or a file path)")
     where.add_argument("--opensearch", metavar="URL", help="OpenSearch with the UBI indexes ubi_queries/ubi_events")
-    where.add_argument("--elasticsearch", metavar="URL", help="Elasticsearch with indexes of the UBI shape")
+    for engine in ("elasticsearch", "qdrant", "milvus", "weaviate", "solr"):
+        where.add_argument(f"--{engine}", metavar="URL", help=f"{engine}'s ubi_queries/ubi_events collections"
+                           + (" (also a local path)" if engine in ("qdrant", "milvus") else ""))  # fmt: skip
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,16 +80,18 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_store(args: argparse.Namespace) -> Any:
     """The one store the flags name."""
-    chosen = [name for name in ("store", "opensearch", "elasticsearch") if getattr(args, name)]
+    from sidecar.apps.loader import ENGINES, open_client
+
+    chosen = [name for name in ("store", *ENGINES) if getattr(args, name)]
     if len(chosen) != 1:
-        raise ValueError("give exactly one of --store sqlite:PATH, --opensearch URL, --elasticsearch URL")
+        raise ValueError(f"give exactly one of --store sqlite:PATH, --{' URL, --'.join(ENGINES)} URL")
     if args.store:
         from sidecar.experiments.store import open_store as open_embedded
 
         return open_embedded(args.store)
-    from connectors.ubi import open_engine_store
+    from connectors.ubi import store_for
 
-    return open_engine_store(chosen[0], getattr(args, chosen[0]))
+    return store_for(chosen[0], open_client(chosen[0], getattr(args, chosen[0])))
 
 
 def _missing_extras() -> str | None:
