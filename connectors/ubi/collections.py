@@ -12,8 +12,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from connectors.errors import EngineError
-from sidecar.experiments.errors import ExperimentError
+from connectors.ubi.base import EngineUbiStore
 from sidecar.experiments.records import UbiEvent, UbiQuery
 
 QUERIES, EVENTS = "ubi_queries", "ubi_events"
@@ -27,10 +26,8 @@ def _row(record: UbiQuery | UbiEvent) -> dict[str, str]:
             "timestamp": record.timestamp, "doc": json.dumps(record.to_document(), separators=(",", ":"))}  # fmt: skip
 
 
-class CollectionUbiStore:
+class CollectionUbiStore(EngineUbiStore):
     """The shared flow; subclasses give `_ensure`, `_put`, `_get`, `_find` and `_count` for their engine."""
-
-    product = "engine"
 
     def __init__(self, client: Any, *, queries: str = QUERIES, events: str = EVENTS) -> None:
         self.client, self.queries, self.events = client, queries, events
@@ -55,26 +52,9 @@ class CollectionUbiStore:
     def _count(self, collection: str) -> int:
         raise NotImplementedError
 
-    def _guard(self, call, *args: Any) -> Any:
-        try:
-            return call(*args)
-        except ExperimentError:
-            raise
-        except Exception as exc:  # each client has its own error hierarchy; callers get one
-            raise EngineError(
-                self.product,
-                f"experiment log {getattr(call, '__name__', 'call').strip('_')}",
-                f"{type(exc).__name__}: {exc}",
-            ) from exc
-
     def write(self, queries: Sequence[UbiQuery], events: Sequence[UbiEvent]) -> None:
         """Queries first (a stored query id writes nothing), then the events not stored yet."""
-        ids = [q.query_id for q in queries]
-        if len(set(ids)) != len(ids):
-            raise ExperimentError("a query_id appears twice in one batch")
-        taken = self.known_queries(ids)
-        if taken:
-            raise ExperimentError(f"query_id {sorted(taken)[0]!r} is already logged")
+        self._refuse_logged(queries)
         stored = (
             {r["record_id"] for r in self._guard(self._get, self.events, [e.event_id for e in events])}
             if events

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from connectors.errors import EngineError
-from sidecar.experiments.errors import ExperimentError
+from connectors.ubi.base import EngineUbiStore
 from sidecar.experiments.records import UbiEvent, UbiQuery
 
 QUERIES, EVENTS = "ubi_queries", "ubi_events"
@@ -41,10 +41,8 @@ MAPPINGS = {
 }  # fmt: skip
 
 
-class DslUbiStore:
+class DslUbiStore(EngineUbiStore):
     """A `sidecar.experiments.EventStore` in `ubi_queries` / `ubi_events` of a query-DSL engine."""
-
-    product = "engine"
 
     def __init__(self, client: Any, *, queries_index: str = QUERIES, events_index: str = EVENTS) -> None:
         self.client, self.queries_index, self.events_index = client, queries_index, events_index
@@ -63,26 +61,9 @@ class DslUbiStore:
         raise NotImplementedError
 
     # --- the shared flow ---
-    def _guard(self, call, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return call(*args, **kwargs)
-        except ExperimentError:
-            raise
-        except Exception as exc:  # the clients raise their own hierarchies; one error type for callers
-            raise EngineError(
-                self.product,
-                f"experiment log {getattr(call, '__name__', 'call').strip('_')}",
-                f"{type(exc).__name__}: {exc}",
-            ) from exc
-
     def write(self, queries: Sequence[UbiQuery], events: Sequence[UbiEvent]) -> None:
         """Create every record (checked first: a stored query id writes nothing) and wait for the refresh."""
-        ids = [q.query_id for q in queries]
-        if len(set(ids)) != len(ids):
-            raise ExperimentError("a query_id appears twice in one batch")
-        taken = self.known_queries(ids)
-        if taken:
-            raise ExperimentError(f"query_id {sorted(taken)[0]!r} is already logged")
+        self._refuse_logged(queries)
         actions = [{"_op_type": "create", "_index": self.queries_index, "_id": q.query_id, "_source": q.to_document()}
                    for q in queries]  # fmt: skip
         actions += [{"_op_type": "create", "_index": self.events_index, "_id": e.event_id, "_source": e.to_document()}
